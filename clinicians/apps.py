@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CliniciansConfig(AppConfig):
+    name = "clinicians"
+    verbose_name = "Clinicians"

@@ -1,0 +1,51 @@
+"""Liveness and readiness. /healthz answers while the process runs; /readyz checks that the
+database and the Celery broker answer, and says which one did not (503)."""
+
+import logging
+
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from config.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except Exception:
+        logger.warning("readiness: database unreachable", exc_info=False)
+        return False
+
+
+def _broker_ok() -> bool:
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:
+        logger.warning("readiness: broker unreachable", exc_info=False)
+        return False
+
+
+@never_cache
+@require_GET
+def healthz(request):  # type: ignore[no-untyped-def]
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def readyz(request):  # type: ignore[no-untyped-def]
+    checks = {"database": _database_ok(), "broker": _broker_ok()}
+    ready = all(checks.values())
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "checks": {name: "ok" if ok else "unreachable" for name, ok in checks.items()},
+    }
+    return JsonResponse(body, status=200 if ready else 503)

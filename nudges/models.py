@@ -1,0 +1,248 @@
+"""The catalogue, decision points, decision receipts, deliveries, the push outbox and
+patient events."""
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+
+from core.models import BaseModel
+from patients.models import Goal
+
+
+class Category(models.TextChoices):
+    REMINDER = "reminder"
+    TIP = "tip"
+    CHALLENGE = "challenge"
+    REFLECTION = "reflection"
+    TRACKING = "tracking"
+
+
+class Intensity(models.TextChoices):
+    LOW = "low"
+    MODERATE = "moderate"
+    HIGH = "high"
+
+
+class Template(BaseModel):
+    """One version of a nudge. An edit makes a new version; slug + version is unique."""
+
+    slug = models.SlugField(max_length=64)
+    version = models.PositiveIntegerField(default=1)
+    title = models.CharField(max_length=120)
+    body = models.TextField(max_length=1000)
+    goal = models.CharField(max_length=16, choices=Goal.choices)
+    category = models.CharField(max_length=16, choices=Category.choices)
+    intensity = models.CharField(max_length=16, choices=Intensity.choices)
+    tags = models.JSONField(default=list, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["slug", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["slug", "version"], name="template_unique_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.slug} v{self.version}"
+
+
+class TemplatePopularity(BaseModel):
+    """Nightly aggregate: how often a template was acted on, within one medical group (or all
+    patients when group is null). Input to the baseline policy."""
+
+    template = models.ForeignKey(Template, on_delete=models.CASCADE, related_name="popularity")
+    group = models.ForeignKey(
+        "safety.MedicalGroup", null=True, blank=True, on_delete=models.CASCADE
+    )
+    delivered = models.PositiveIntegerField(default=0)
+    acted = models.PositiveIntegerField(default=0)
+    rate = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "group"], name="popularity_unique",
+                nulls_distinct=False,
+            )
+        ]
+
+
+class Trigger(models.TextChoices):
+    SLOT = "slot", "Scheduled slot"
+    APP_OPEN = "app_open", "App opened"
+    EVENT = "event", "Incoming event"
+
+
+class DecisionPoint(BaseModel):
+    """One moment at which the engine may nudge one patient; decided at most once."""
+
+    patient = models.ForeignKey(
+        "patients.Patient", on_delete=models.CASCADE, related_name="decision_points"
+    )
+    moment = models.DateTimeField()
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "moment"], name="decision_point_unique")
+        ]
+
+
+class Outcome(models.TextChoices):
+    NUDGE = "nudge", "A nudge was chosen"
+    NO_NUDGE = "no_nudge", "The policy chose not to nudge"
+    NOT_AVAILABLE = "not_available", "The patient was not available"
+    NOTHING_SUITABLE = "nothing_suitable", "No suitable nudge"
+
+
+class Decision(BaseModel):
+    """The receipt of one decision: what was known, what could be chosen, with which
+    probabilities, the draw, and what was chosen or why nothing was."""
+
+    decision_point = models.OneToOneField(
+        DecisionPoint, on_delete=models.CASCADE, related_name="decision"
+    )
+    patient = models.ForeignKey(
+        "patients.Patient", on_delete=models.CASCADE, related_name="decisions"
+    )
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    reason = models.CharField(max_length=40)
+    policy_name = models.CharField(max_length=40)
+    policy_version = models.CharField(max_length=40)
+    template = models.ForeignKey(Template, null=True, blank=True, on_delete=models.PROTECT)
+    template_version = models.PositiveIntegerField(null=True, blank=True)
+    propensity = models.FloatField(null=True, blank=True)
+    receipt = models.JSONField()
+
+    class Meta:
+        indexes = [models.Index(fields=["patient", "created_at"])]
+
+
+class DeliveryState(models.TextChoices):
+    PROPOSED = "proposed"
+    AWAITING_REVIEW = "awaiting_review"
+    HELD = "held"
+    READY = "ready"
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    DONE = "done"
+    DISMISSED = "dismissed"
+    SNOOZED = "snoozed"
+    EXPIRED = "expired"
+    BLOCKED = "blocked"
+
+
+class Delivery(BaseModel):
+    """A chosen nudge on its way to the patient. Its state changes only through
+    nudges.lifecycle, which refuses illegal transitions."""
+
+    decision = models.OneToOneField(Decision, on_delete=models.CASCADE, related_name="delivery")
+    patient = models.ForeignKey(
+        "patients.Patient", on_delete=models.CASCADE, related_name="deliveries"
+    )
+    template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="deliveries")
+    state = models.CharField(
+        max_length=20, choices=DeliveryState.choices, default=DeliveryState.PROPOSED
+    )
+    why = models.CharField(max_length=300)
+    due_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["patient", "state"]),
+            models.Index(fields=["state", "due_at"]),
+            models.Index(fields=["patient", "created_at"]),
+        ]
+
+
+class DeliveryTransition(BaseModel):
+    """Append-only log of every state change, with who or what caused it."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=20, choices=DeliveryState.choices)
+    to_state = models.CharField(max_length=20, choices=DeliveryState.choices)
+    actor = models.CharField(max_length=40)
+    reason = models.CharField(max_length=60, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+
+class PushState(models.TextChoices):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+class PushMessage(BaseModel):
+    """Outbox row: one push notification per delivery, sent by the dispatcher with retries.
+    The payload names no health data: the app fetches the nudge over the authenticated API."""
+
+    delivery = models.OneToOneField(Delivery, on_delete=models.CASCADE, related_name="push")
+    state = models.CharField(max_length=12, choices=PushState.choices, default=PushState.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_error = models.CharField(max_length=60, blank=True)
+    provider = models.CharField(max_length=60, blank=True)
+    provider_message_id = models.CharField(max_length=120, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+
+class DevelopmentPush(BaseModel):
+    """What the development provider would have sent to a phone."""
+
+    message = models.ForeignKey(PushMessage, on_delete=models.CASCADE)
+    payload = models.JSONField()
+
+
+class EventKind(models.TextChoices):
+    STEPS = "steps"
+    ACTIVE_MINUTES = "active_minutes"
+    SLEEP_HOURS = "sleep_hours"
+    MOOD_SCORE = "mood_score"
+    WATER_ML = "water_ml"
+    MEDICATION_TAKEN = "medication_taken"
+    GLUCOSE_MMOL = "glucose_mmol"
+    SYSTOLIC_BP = "systolic_bp"
+    DIASTOLIC_BP = "diastolic_bp"
+    WEIGHT_KG = "weight_kg"
+    APP_OPEN = "app_open"
+
+
+class Event(BaseModel):
+    """A behaviour or health measurement from the app. client_id makes a resent batch a no-op."""
+
+    patient = models.ForeignKey("patients.Patient", on_delete=models.CASCADE, related_name="events")
+    client_id = models.CharField(max_length=64)
+    kind = models.CharField(max_length=24, choices=EventKind.choices)
+    value = models.FloatField()
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "client_id"], name="event_unique_client_id")
+        ]
+        indexes = [models.Index(fields=["patient", "kind", "occurred_at"])]
+
+
+class IdempotencyRecord(BaseModel):
+    """The first response to a write sent with an Idempotency-Key, replayed on repeats."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    response = models.JSONField(encoder=DjangoJSONEncoder)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_unique_key")
+        ]
