@@ -137,3 +137,63 @@ def deliveries_mark_delivered(*, deliveries: list[Delivery], actor: str) -> None
     for d in ready:
         d.state = DeliveryState.DELIVERED
         d.delivered_at = now
+
+
+def deliveries_release_held(*, now: dt.datetime | None = None, limit: int = 1000) -> int:
+    """Release nudges held by quiet hours whose time has come: held -> ready, and queue the
+    push for patients who consent to notifications. Each row is claimed on its own, so a
+    second sweeper running at once releases nothing twice."""
+    from patients.selectors import consent_snapshot
+
+    now = now or timezone.now()
+    due = list(
+        Delivery.objects.filter(state=DeliveryState.HELD, due_at__lte=now)
+        .select_related("patient")
+        .order_by("due_at")[:limit]
+    )
+    released = 0
+    for delivery in due:
+        with transaction.atomic():
+            try:
+                delivery_move(
+                    delivery=delivery, to_state=DeliveryState.READY, actor="beat",
+                    reason="quiet_hours_over",
+                )
+            except ApplicationError:
+                continue
+            if consent_snapshot(delivery.patient).get("notifications"):
+                push_enqueue(delivery=delivery, now=now)
+            released += 1
+    return released
+
+
+EXPIRING = (
+    DeliveryState.AWAITING_REVIEW,
+    DeliveryState.HELD,
+    DeliveryState.READY,
+    DeliveryState.DELIVERED,
+    DeliveryState.OPENED,
+    DeliveryState.SNOOZED,
+)
+
+
+def deliveries_expire(*, now: dt.datetime | None = None, limit: int = 5000) -> int:
+    """Expire what is past its deadline. A nudge awaiting review expires rather than being
+    approved by default."""
+    now = now or timezone.now()
+    due = list(
+        Delivery.objects.filter(state__in=EXPIRING, expires_at__lte=now).order_by("expires_at")[
+            :limit
+        ]
+    )
+    expired = 0
+    for delivery in due:
+        try:
+            delivery_move(
+                delivery=delivery, to_state=DeliveryState.EXPIRED, actor="beat",
+                reason="deadline", closed_at=now,
+            )
+            expired += 1
+        except ApplicationError:
+            continue
+    return expired
