@@ -171,6 +171,7 @@ CELERY_BEAT_SCHEDULE = {
     "release-held-deliveries": {"task": "nudges.tasks.deliveries_release_held", "schedule": 60.0},
     "expire-deliveries": {"task": "nudges.tasks.deliveries_expire", "schedule": 300.0},
     "refresh-popularity": {"task": "nudges.tasks.popularity_refresh", "schedule": 24 * 3600.0},
+    "decide-slots": {"task": "nudges.tasks.slots_decide", "schedule": 300.0},
 }
 
 # Delivery policy (docs/delivery.md).
@@ -180,6 +181,10 @@ NUDGE_MIN_GAP_MINUTES = env_int("NUDGE_MIN_GAP_MINUTES", 60, minimum=0)
 NUDGE_EXPIRY_HOURS = env_int("NUDGE_EXPIRY_HOURS", 24, minimum=1)
 NUDGE_REVIEW_DEADLINE_HOURS = env_int("NUDGE_REVIEW_DEADLINE_HOURS", 48, minimum=1)
 NUDGE_EVENTS_MAX_BATCH = env_int("NUDGE_EVENTS_MAX_BATCH", 500, minimum=1)
+# Scheduled decision slots, local wall-clock times; swept every 5 minutes over a 10-minute
+# window (overlap is harmless: a decision point is decided once).
+NUDGE_SLOTS = env_str("NUDGE_SLOTS", "08:30,12:30,18:30")
+NUDGE_SLOT_WINDOW_MINUTES = env_int("NUDGE_SLOT_WINDOW_MINUTES", 10, minimum=1)
 PUSH_PROVIDER = env_str("PUSH_PROVIDER", "nudges.push.DevelopmentProvider")
 PUSH_MAX_ATTEMPTS = env_int("PUSH_MAX_ATTEMPTS", 5, minimum=1)
 

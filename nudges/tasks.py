@@ -3,7 +3,7 @@ health data, and are safe to run twice."""
 
 from celery import shared_task
 
-from nudges.services import deliveries, outbox, popularity
+from nudges.services import deliveries, outbox, popularity, slots
 
 
 @shared_task(time_limit=120, soft_time_limit=100)
@@ -24,3 +24,8 @@ def deliveries_expire() -> int:
 @shared_task(time_limit=900, soft_time_limit=850)
 def popularity_refresh() -> int:
     return popularity.popularity_refresh()
+
+
+@shared_task(time_limit=900, soft_time_limit=850)
+def slots_decide() -> int:
+    return slots.slots_decide()
