@@ -4,6 +4,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -32,6 +33,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     set_rollback()
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status)
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.error("database error while handling a request: %s", type(exc).__name__)
+        return Response(
+            error_body("unavailable", "The service is temporarily unavailable; retry later."),
+            status=503,
+            headers={"Retry-After": "5"},
+        )
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "Not found."), status=404)
     if isinstance(exc, PermissionDenied):
@@ -50,7 +58,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             headers["Retry-After"] = str(int(exc.wait or 0))
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
         return Response(
-            error_body(str(code), str(_flatten(exc.detail))), status=exc.status_code, headers=headers
+            error_body(str(code), str(_flatten(exc.detail))),
+            status=exc.status_code,
+            headers=headers,
         )
     return None
 

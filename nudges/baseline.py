@@ -47,7 +47,8 @@ def clip_probabilities(p: np.ndarray, *, floor: float, ceiling: float) -> np.nda
         free_mass = 1.0 - q[pinned].sum()
         free = ~pinned
         if free.any():
-            q[free] = q[free] / q[free].sum() * free_mass if q[free].sum() > 0 else free_mass / free.sum()
+            free_sum = q[free].sum()
+            q[free] = q[free] / free_sum * free_mass if free_sum > 0 else free_mass / free.sum()
     return q / q.sum()
 
 

@@ -58,8 +58,11 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
                 response = view(self, request, *args, **kwargs)
                 if response.status_code < 500:
                     IdempotencyRecord.objects.create(
-                        user=request.user, key=key, request_hash=request_hash,
-                        status_code=response.status_code, response=response.data,
+                        user=request.user,
+                        key=key,
+                        request_hash=request_hash,
+                        status_code=response.status_code,
+                        response=response.data,
                     )
         except IntegrityError:
             found = IdempotencyRecord.objects.filter(user=request.user, key=key).first()

@@ -60,11 +60,13 @@ class TemplatePopularity(BaseModel):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["template", "group"], name="popularity_unique_in_group",
+                fields=["template", "group"],
+                name="popularity_unique_in_group",
                 condition=models.Q(group__isnull=False),
             ),
             models.UniqueConstraint(
-                fields=["template"], name="popularity_unique_overall",
+                fields=["template"],
+                name="popularity_unique_overall",
                 condition=models.Q(group__isnull=True),
             ),
         ]

@@ -22,8 +22,16 @@ class NudgeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Delivery
         fields = [
-            "id", "title", "body", "goal", "category", "state", "why", "created_at",
-            "due_at", "expires_at",
+            "id",
+            "title",
+            "body",
+            "goal",
+            "category",
+            "state",
+            "why",
+            "created_at",
+            "due_at",
+            "expires_at",
         ]
 
 
@@ -62,8 +70,17 @@ class DecisionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Decision
         fields = [
-            "decision_id", "moment", "trigger", "outcome", "reason", "message", "nudge",
-            "policy_name", "policy_version", "propensity", "receipt",
+            "decision_id",
+            "moment",
+            "trigger",
+            "outcome",
+            "reason",
+            "message",
+            "nudge",
+            "policy_name",
+            "policy_version",
+            "propensity",
+            "receipt",
         ]
 
     def get_nudge(self, decision: Decision) -> dict | None:
@@ -135,8 +152,15 @@ class MeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Patient
         fields = [
-            "pseudonym", "age_band", "sex", "medical_groups", "goals", "timezone",
-            "quiet_start", "quiet_end", "snoozed_until",
+            "pseudonym",
+            "age_band",
+            "sex",
+            "medical_groups",
+            "goals",
+            "timezone",
+            "quiet_start",
+            "quiet_end",
+            "snoozed_until",
         ]
         read_only_fields = ["pseudonym", "age_band", "sex"]
 

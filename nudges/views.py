@@ -19,7 +19,10 @@ from nudges.services.events import events_record
 from patients.services import patient_update_preferences
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
     description="Repeat a write safely: the first response is replayed for the same key.",
 )
 
@@ -50,8 +53,10 @@ class NudgeListView(PatientView):
 
 class DecisionView(PatientView):
     @extend_schema(
-        request=s.DecisionRequestSerializer, responses={201: s.DecisionSerializer},
-        parameters=[IDEMPOTENCY_HEADER], summary="Ask for a decision now",
+        request=s.DecisionRequestSerializer,
+        responses={201: s.DecisionSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Ask for a decision now",
     )
     @idempotent
     def post(self, request: Request) -> Response:
@@ -67,14 +72,18 @@ class DecisionView(PatientView):
 
 class FeedbackView(PatientView):
     @extend_schema(
-        request=s.FeedbackSerializer, responses=s.NudgeSerializer,
-        parameters=[IDEMPOTENCY_HEADER], summary="Feedback on a nudge",
+        request=s.FeedbackSerializer,
+        responses=s.NudgeSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Feedback on a nudge",
     )
     @idempotent
     def post(self, request: Request, delivery_id: str) -> Response:
         data = _parse(s.FeedbackSerializer, request)
         delivery = delivery_feedback(
-            patient=self.patient, delivery_id=delivery_id, action=data["action"],
+            patient=self.patient,
+            delivery_id=delivery_id,
+            action=data["action"],
             until=data.get("until"),
         )
         return Response(s.NudgeSerializer(delivery).data)
@@ -82,8 +91,10 @@ class FeedbackView(PatientView):
 
 class EventBatchView(PatientView):
     @extend_schema(
-        request=s.EventBatchSerializer, responses={201: s.EventBatchResultSerializer},
-        parameters=[IDEMPOTENCY_HEADER], summary="Send a batch of behaviour and health events",
+        request=s.EventBatchSerializer,
+        responses={201: s.EventBatchResultSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Send a batch of behaviour and health events",
     )
     @idempotent
     def post(self, request: Request) -> Response:
@@ -98,8 +109,10 @@ class MeView(PatientView):
         return Response(s.MeSerializer(self.patient).data)
 
     @extend_schema(
-        request=s.MeUpdateSerializer, responses=s.MeSerializer,
-        parameters=[IDEMPOTENCY_HEADER], summary="Change time zone, quiet hours or snooze",
+        request=s.MeUpdateSerializer,
+        responses=s.MeSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Change time zone, quiet hours or snooze",
     )
     @idempotent
     def patch(self, request: Request) -> Response:

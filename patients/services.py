@@ -49,7 +49,9 @@ def patient_create(
     Medication.objects.bulk_create(Medication(patient=patient, code=m) for m in set(medications))
     for purpose in Purpose.values:
         consent_set(
-            patient=patient, purpose=purpose, granted=(consents or {}).get(purpose, True),
+            patient=patient,
+            purpose=purpose,
+            granted=(consents or {}).get(purpose, True),
             source="enrolment",
         )
     token = Token.objects.create(user=user)

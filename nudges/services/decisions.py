@@ -134,12 +134,23 @@ def _decide(point: DecisionPoint, patient: Patient, context: dict, now: dt.datet
     if not candidates:
         return _record(point, patient, receipt, Outcome.NOTHING_SUITABLE, "no_candidates")
     if index == len(candidates):
-        return _record(point, patient, receipt, Outcome.NO_NUDGE, "policy_chose_none",
-                       propensity=float(probabilities[-1]))
+        return _record(
+            point,
+            patient,
+            receipt,
+            Outcome.NO_NUDGE,
+            "policy_chose_none",
+            propensity=float(probabilities[-1]),
+        )
     chosen = templates[index]
     decision = _record(
-        point, patient, receipt, Outcome.NUDGE, "chosen",
-        template=chosen, propensity=float(probabilities[index]),
+        point,
+        patient,
+        receipt,
+        Outcome.NUDGE,
+        "chosen",
+        template=chosen,
+        propensity=float(probabilities[index]),
     )
     _route(decision, patient, chosen, agenda, consent, now)
     return decision
@@ -179,7 +190,10 @@ def _with_popularity(patient: Patient, templates: list[Template]) -> list[baseli
 
     return [
         baseline.Candidate(
-            template_id=str(t.pk), slug=t.slug, version=t.version, goal=t.goal,
+            template_id=str(t.pk),
+            slug=t.slug,
+            version=t.version,
+            goal=t.goal,
             popularity=popularity(t),
         )
         for t in templates
@@ -250,7 +264,10 @@ def _route(
         expires_at=starts + dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS),
     )
     DeliveryTransition.objects.create(
-        delivery=delivery, from_state=DeliveryState.PROPOSED, to_state=state, actor="engine",
+        delivery=delivery,
+        from_state=DeliveryState.PROPOSED,
+        to_state=state,
+        actor="engine",
         reason="quiet_hours" if release else "",
     )
     if state == DeliveryState.READY and consent.get(Purpose.NOTIFICATIONS):

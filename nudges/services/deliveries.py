@@ -129,8 +129,11 @@ def deliveries_mark_delivered(*, deliveries: list[Delivery], actor: str) -> None
     _cancel_pending_pushes(list(ids), now=now)
     DeliveryTransition.objects.bulk_create(
         DeliveryTransition(
-            delivery=d, from_state=DeliveryState.READY, to_state=DeliveryState.DELIVERED,
-            actor=actor, reason="fetched",
+            delivery=d,
+            from_state=DeliveryState.READY,
+            to_state=DeliveryState.DELIVERED,
+            actor=actor,
+            reason="fetched",
         )
         for d in ready
     )
@@ -156,7 +159,9 @@ def deliveries_release_held(*, now: dt.datetime | None = None, limit: int = 1000
         with transaction.atomic():
             try:
                 delivery_move(
-                    delivery=delivery, to_state=DeliveryState.READY, actor="beat",
+                    delivery=delivery,
+                    to_state=DeliveryState.READY,
+                    actor="beat",
                     reason="quiet_hours_over",
                 )
             except ApplicationError:
@@ -190,8 +195,11 @@ def deliveries_expire(*, now: dt.datetime | None = None, limit: int = 5000) -> i
     for delivery in due:
         try:
             delivery_move(
-                delivery=delivery, to_state=DeliveryState.EXPIRED, actor="beat",
-                reason="deadline", closed_at=now,
+                delivery=delivery,
+                to_state=DeliveryState.EXPIRED,
+                actor="beat",
+                reason="deadline",
+                closed_at=now,
             )
             expired += 1
         except ApplicationError:

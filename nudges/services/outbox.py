@@ -21,9 +21,12 @@ def _claim(message_id: object, now: dt.datetime) -> bool:
     due = Q(state=PushState.PENDING, next_attempt_at__lte=now) | Q(
         state=PushState.SENDING, updated_at__lt=now - STALE_CLAIM
     )
-    return PushMessage.objects.filter(due, pk=message_id).update(
-        state=PushState.SENDING, updated_at=now
-    ) == 1
+    return (
+        PushMessage.objects.filter(due, pk=message_id).update(
+            state=PushState.SENDING, updated_at=now
+        )
+        == 1
+    )
 
 
 def outbox_dispatch(*, limit: int = 200, now: dt.datetime | None = None) -> dict[str, int]:
@@ -33,9 +36,11 @@ def outbox_dispatch(*, limit: int = 200, now: dt.datetime | None = None) -> dict
     due = Q(state=PushState.PENDING, next_attempt_at__lte=now) | Q(
         state=PushState.SENDING, updated_at__lt=now - STALE_CLAIM
     )
-    ids = list(PushMessage.objects.filter(due).order_by("next_attempt_at").values_list(
-        "pk", flat=True
-    )[:limit])
+    ids = list(
+        PushMessage.objects.filter(due)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
     counts = {"sent": 0, "retry": 0, "dead": 0, "cancelled": 0}
     provider = get_provider()
     for message_id in ids:
@@ -57,16 +62,23 @@ def _send_one(message_id: object, provider, now: dt.datetime) -> str:  # type: i
         return _failed(message, error, now)
     with transaction.atomic():
         PushMessage.objects.filter(pk=message_id).update(
-            state=PushState.SENT, sent_at=now, attempts=message.attempts + 1,
-            provider=provider.name, provider_message_id=provider_id, updated_at=now,
+            state=PushState.SENT,
+            sent_at=now,
+            attempts=message.attempts + 1,
+            provider=provider.name,
+            provider_message_id=provider_id,
+            updated_at=now,
         )
-        moved = Delivery.objects.filter(
-            pk=message.delivery_id, state=DeliveryState.READY
-        ).update(state=DeliveryState.DELIVERED, delivered_at=now, updated_at=now)
+        moved = Delivery.objects.filter(pk=message.delivery_id, state=DeliveryState.READY).update(
+            state=DeliveryState.DELIVERED, delivered_at=now, updated_at=now
+        )
         if moved:
             DeliveryTransition.objects.create(
-                delivery_id=message.delivery_id, from_state=DeliveryState.READY,
-                to_state=DeliveryState.DELIVERED, actor="push", reason="provider_accepted",
+                delivery_id=message.delivery_id,
+                from_state=DeliveryState.READY,
+                to_state=DeliveryState.DELIVERED,
+                actor="push",
+                reason="provider_accepted",
             )
     return "sent"
 

@@ -33,14 +33,20 @@ def popularity_refresh(*, now: dt.datetime | None = None) -> int:
     )
     rows = [
         TemplatePopularity(
-            template_id=r["template_id"], group_id=None, delivered=r["n"], acted=r["acted"],
+            template_id=r["template_id"],
+            group_id=None,
+            delivered=r["n"],
+            acted=r["acted"],
             rate=smoothed_rate(r["acted"], r["n"]),
         )
         for r in overall
     ] + [
         TemplatePopularity(
-            template_id=r["template_id"], group_id=r["patient__group_memberships__group_id"],
-            delivered=r["n"], acted=r["acted"], rate=smoothed_rate(r["acted"], r["n"]),
+            template_id=r["template_id"],
+            group_id=r["patient__group_memberships__group_id"],
+            delivered=r["n"],
+            acted=r["acted"],
+            rate=smoothed_rate(r["acted"], r["n"]),
         )
         for r in by_group
     ]
