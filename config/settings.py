@@ -95,7 +95,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and IMMEDIATE transactions let the web server, worker and beat share one file
     # without "database is locked" errors under normal load.
     DATABASES["default"]["OPTIONS"] = {
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": (
+            "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+        ),
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
@@ -150,12 +152,13 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = DATA_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
@@ -183,7 +186,7 @@ NUDGE_REVIEW_DEADLINE_HOURS = env_int("NUDGE_REVIEW_DEADLINE_HOURS", 48, minimum
 NUDGE_EVENTS_MAX_BATCH = env_int("NUDGE_EVENTS_MAX_BATCH", 500, minimum=1)
 # Scheduled decision slots, local wall-clock times; swept every 5 minutes over a 10-minute
 # window (overlap is harmless: a decision point is decided once).
-NUDGE_SLOTS = env_str("NUDGE_SLOTS", "08:30,12:30,18:30")
+NUDGE_SLOTS = env_str("NUDGE_SLOTS", "09:00,18:30")
 NUDGE_SLOT_WINDOW_MINUTES = env_int("NUDGE_SLOT_WINDOW_MINUTES", 10, minimum=1)
 PUSH_PROVIDER = env_str("PUSH_PROVIDER", "nudges.push.DevelopmentProvider")
 PUSH_MAX_ATTEMPTS = env_int("PUSH_MAX_ATTEMPTS", 5, minimum=1)

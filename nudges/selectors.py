@@ -3,11 +3,16 @@ delivery of another patient is simply not found."""
 
 import datetime as dt
 
-from django.db.models import Max, Q, QuerySet
+from django.conf import settings
+from django.db.models import QuerySet
 
 from nudges import lifecycle
-from nudges.models import Delivery, DeliveryState, Template
+from nudges.availability import local_day_start
+from nudges.decide import PatientFacts
+from nudges.models import Delivery, DeliveryState
 from patients.models import Patient
+from patients.selectors import agenda_for_patient, consent_snapshot
+from safety.selectors import group_slugs_for_patient
 
 
 def deliveries_for_patient(patient: Patient) -> QuerySet[Delivery]:
@@ -26,22 +31,44 @@ def current_nudges(patient: Patient, *, now: dt.datetime, limit: int = 20) -> Qu
     )
 
 
-def active_templates() -> list[Template]:
-    """The newest active version of each template slug."""
-    templates = Template.objects.filter(is_active=True).order_by("slug", "-version")
-    latest: dict[str, Template] = {}
-    for template in templates:
-        latest.setdefault(template.slug, template)
-    return list(latest.values())
-
-
-def delivery_history(patient: Patient, *, since: dt.datetime, day_start: dt.datetime) -> dict:
-    """What the delivery policy needs about past deliveries, in one query."""
-    counted = Q(state__in=lifecycle.COUNTED)
-    rows = deliveries_for_patient(patient).filter(created_at__gte=min(since, day_start))
-    recent_slugs = set(
-        rows.filter(created_at__gte=since).filter(counted).values_list("template__slug", flat=True)
+def delivery_history(patient: Patient, *, now: dt.datetime) -> dict:
+    """What the delivery policy needs about past deliveries, in one query: how many count
+    against today's cap (the patient's local day), the last nudge within the minimum gap, and
+    the templates sent within the repeat window."""
+    day_start = local_day_start(now, patient.timezone)
+    window_start = now - dt.timedelta(days=settings.NUDGE_REPEAT_WINDOW_DAYS)
+    gap_start = now - dt.timedelta(minutes=settings.NUDGE_MIN_GAP_MINUTES)
+    since = min(day_start, window_start, gap_start)
+    rows = (
+        deliveries_for_patient(patient)
+        .filter(created_at__gte=since, state__in=lifecycle.COUNTED)
+        .values_list("template__slug", "created_at")
     )
-    today = rows.filter(counted, created_at__gte=day_start).count()
-    last = deliveries_for_patient(patient).filter(counted).aggregate(last=Max("created_at"))["last"]
-    return {"recent_slugs": recent_slugs, "counted_today": today, "last_nudged_at": last}
+    recent, today, last = set(), 0, None
+    for slug, created_at in rows:
+        if created_at >= window_start:
+            recent.add(slug)
+        if created_at >= day_start:
+            today += 1
+        if created_at >= gap_start and (last is None or created_at > last):
+            last = created_at
+    return {"recent_slugs": frozenset(recent), "counted_today": today, "last_nudged_at": last}
+
+
+def patient_facts(patient: Patient, *, now: dt.datetime) -> PatientFacts:
+    """Everything one decision needs about the patient, read now."""
+    history = delivery_history(patient, now=now)
+    return PatientFacts(
+        patient_id=patient.pk,
+        timezone=patient.timezone,
+        quiet_start=patient.quiet_start,
+        quiet_end=patient.quiet_end,
+        snoozed_until=patient.snoozed_until,
+        is_active=patient.is_active,
+        agenda=agenda_for_patient(patient),
+        groups=group_slugs_for_patient(patient),
+        consent=consent_snapshot(patient),
+        counted_today=history["counted_today"],
+        last_nudged_at=history["last_nudged_at"],
+        recent_slugs=history["recent_slugs"],
+    )

@@ -2,24 +2,29 @@
 
 from collections.abc import Mapping
 
-from nudges.models import Template
-from patients.models import Goal
+GOAL_NAMES = {
+    "activity": "physical activity",
+    "medication": "taking your medicines as prescribed",
+    "sleep": "sleep",
+    "diet": "diet",
+    "mood": "mood and stress",
+    "hydration": "hydration",
+    "monitoring": "keeping track of your readings",
+}
 
 
 def _priority(weight: float) -> str:
     if weight >= 0.67:
         return "a top priority"
-    if weight >= 0.34:
-        return "a priority"
-    return "part of"
+    return "a priority"
 
 
-def explain(*, template: Template, agenda: Mapping[str, float]) -> str:
-    goal = Goal(template.goal).label.lower()
-    weight = agenda.get(template.goal, 0.0)
+def explain(*, goal: str, agenda: Mapping[str, float]) -> str:
+    name = GOAL_NAMES.get(goal, goal)
+    weight = agenda.get(goal, 0.0)
     lead = (
-        f"{goal.capitalize()} is {_priority(weight)} in your care plan"
+        f"{name[0].upper()}{name[1:]} is {_priority(weight)} in your care plan"
         if weight >= 0.34
-        else f"This is part of your care plan's goal on {goal}"
+        else f"This is part of your care plan's goal on {name}"
     )
     return f"{lead}, and people with a care plan like yours often find this suggestion helpful."

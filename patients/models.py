@@ -2,6 +2,7 @@
 Names, e-mail addresses and record numbers never enter these tables."""
 
 import datetime as dt
+import functools
 import zoneinfo
 
 from django.conf import settings
@@ -42,8 +43,14 @@ class Purpose(models.TextChoices):
     RESEARCH = "research", "Research reporting"
 
 
+@functools.cache
+def known_timezones() -> frozenset[str]:
+    """The IANA zone names; reading them scans the zone database, so it is done once."""
+    return frozenset(zoneinfo.available_timezones())
+
+
 def validate_timezone(value: str) -> None:
-    if value not in zoneinfo.available_timezones():
+    if value not in known_timezones():
         raise ValidationError("Unknown IANA time zone.", code="invalid_timezone")
 
 

@@ -2,9 +2,12 @@
 docstring."""
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
@@ -14,6 +17,7 @@ from patients.models import (
     Condition,
     Consent,
     ConsentEvent,
+    Goal,
     Medication,
     Patient,
     Purpose,
@@ -21,41 +25,65 @@ from patients.models import (
 )
 
 
+@dataclass(frozen=True)
+class NewPatient:
+    pseudonym: str
+    age_band: str
+    sex: str
+    goals: Mapping[str, float]
+    timezone: str = "UTC"
+    conditions: Sequence[str] = ()
+    medications: Sequence[str] = ()
+    consents: Mapping[str, bool] = field(default_factory=dict)
+
+
 @transaction.atomic
-def patient_create(
-    *,
-    pseudonym: str,
-    age_band: str,
-    sex: str,
-    timezone: str = "UTC",
-    goals: Mapping[str, float],
-    conditions: Iterable[str] = (),
-    medications: Iterable[str] = (),
-    consents: Mapping[str, bool] | None = None,
-) -> tuple[Patient, str]:
-    """Create a patient, their app login (token) and agenda in one step. The login's username
-    is the pseudonym: nothing identifying is stored. Returns the patient and their API token."""
-    _check_timezone(timezone)
-    user = get_user_model().objects.create_user(username=pseudonym)
-    user.set_unusable_password()
-    user.save(update_fields=["password"])
-    patient = Patient.objects.create(
-        pseudonym=pseudonym, user=user, age_band=age_band, sex=sex, timezone=timezone
-    )
-    CarePlanGoal.objects.bulk_create(
-        CarePlanGoal(patient=patient, goal=goal, weight=weight) for goal, weight in goals.items()
-    )
-    Condition.objects.bulk_create(Condition(patient=patient, code=c) for c in set(conditions))
-    Medication.objects.bulk_create(Medication(patient=patient, code=m) for m in set(medications))
-    for purpose in Purpose.values:
-        consent_set(
-            patient=patient,
-            purpose=purpose,
-            granted=(consents or {}).get(purpose, True),
-            source="enrolment",
-        )
-    token = Token.objects.create(user=user)
-    return patient, token.key
+def patients_create(*, records: Sequence[NewPatient]) -> list[tuple[Patient, str]]:
+    """Create patients, their app logins (tokens) and agendas, all or none. A login's username
+    is the pseudonym: nothing identifying is stored. Consent defaults to granted for every
+    purpose unless the record says otherwise, and each grant starts the consent history.
+    Returns each patient with their API token, in the order given."""
+    for record in records:
+        _check_timezone(record.timezone)
+        _check_goals(record.goals)
+    user_model = get_user_model()
+    users = [user_model(username=r.pseudonym, password=make_password(None)) for r in records]
+    user_model.objects.bulk_create(users)
+    patients = [
+        Patient(pseudonym=r.pseudonym, user=u, age_band=r.age_band, sex=r.sex, timezone=r.timezone)
+        for r, u in zip(records, users, strict=True)
+    ]
+    for patient in patients:
+        patient.full_clean(exclude=["user"], validate_unique=False, validate_constraints=False)
+    Patient.objects.bulk_create(patients)
+    goals, conditions, medications, consents, events, tokens = [], [], [], [], [], []
+    for r, patient in zip(records, patients, strict=True):
+        goals += [CarePlanGoal(patient=patient, goal=g, weight=w) for g, w in r.goals.items()]
+        conditions += [Condition(patient=patient, code=c) for c in sorted(set(r.conditions))]
+        medications += [Medication(patient=patient, code=m) for m in sorted(set(r.medications))]
+        for purpose in Purpose.values:
+            granted = bool(r.consents.get(purpose, True))
+            consents.append(Consent(patient=patient, purpose=purpose, granted=granted))
+            events.append(
+                ConsentEvent(patient=patient, purpose=purpose, granted=granted, source="enrolment")
+            )
+        tokens.append(Token(user=patient.user, key=Token.generate_key()))
+    for model, rows in (
+        (CarePlanGoal, goals),
+        (Condition, conditions),
+        (Medication, medications),
+        (Consent, consents),
+        (ConsentEvent, events),
+        (Token, tokens),
+    ):
+        model.objects.bulk_create(rows, batch_size=2000)
+    return [(p, t.key) for p, t in zip(patients, tokens, strict=True)]
+
+
+def patient_create(**record: Any) -> tuple[Patient, str]:
+    """One patient: patients_create with a single record."""
+    [created] = patients_create(records=[NewPatient(**record)])
+    return created
 
 
 @transaction.atomic
@@ -100,6 +128,18 @@ def patient_update_preferences(
     if fields:
         patient.save(update_fields=[*fields, "updated_at"])
     return patient
+
+
+def _check_goals(goals: Mapping[str, float]) -> None:
+    if not goals:
+        raise ApplicationError("A care plan needs at least one goal.", fields={"goals": "empty"})
+    for goal, weight in goals.items():
+        if goal not in Goal.values:
+            raise ApplicationError("Unknown care-plan goal.", fields={"goals": "unknown goal"})
+        if not 0 < weight <= 1:
+            raise ApplicationError(
+                "A goal's weight must be in (0, 1].", fields={"goals": "weight out of range"}
+            )
 
 
 def _check_timezone(value: str) -> None:

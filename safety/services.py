@@ -1,9 +1,12 @@
 import json
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from django.db import transaction
 
-from patients.models import Patient
+from patients.models import Condition, Medication, Patient
 from safety.groups import groups_for_codes
 from safety.models import GroupMembership, MedicalGroup
 
@@ -36,19 +39,48 @@ def _definitions() -> dict[str, tuple[list[str], list[str]]]:
 
 
 @transaction.atomic
-def patient_groups_refresh(*, patient: Patient) -> set[str]:
-    """Make the patient's group memberships exactly those their coded record implies."""
-    slugs = groups_for_codes(
-        conditions=patient.conditions.values_list("code", flat=True),
-        medications=patient.medications.values_list("code", flat=True),
-        definitions=_definitions(),
-    )
-    groups = {g.slug: g for g in MedicalGroup.objects.filter(slug__in=slugs)}
-    GroupMembership.objects.filter(patient=patient).exclude(group__slug__in=slugs).delete()
-    existing = set(
-        GroupMembership.objects.filter(patient=patient).values_list("group__slug", flat=True)
-    )
+def patients_groups_refresh(*, patient_ids: Sequence[Any]) -> dict[Any, set[str]]:
+    """Make each patient's group memberships exactly those their coded record implies.
+    Returns each patient's group slugs."""
+    definitions = _definitions()
+    conditions: dict[Any, list[str]] = defaultdict(list)
+    medications: dict[Any, list[str]] = defaultdict(list)
+    for pid, code in Condition.objects.filter(patient_id__in=patient_ids).values_list(
+        "patient_id", "code"
+    ):
+        conditions[pid].append(code)
+    for pid, code in Medication.objects.filter(patient_id__in=patient_ids).values_list(
+        "patient_id", "code"
+    ):
+        medications[pid].append(code)
+    wanted = {
+        pid: groups_for_codes(
+            conditions=conditions[pid], medications=medications[pid], definitions=definitions
+        )
+        for pid in patient_ids
+    }
+    existing: dict[Any, set[str]] = defaultdict(set)
+    stale = []
+    for membership_id, pid, slug in GroupMembership.objects.filter(
+        patient_id__in=patient_ids
+    ).values_list("id", "patient_id", "group__slug"):
+        if slug in wanted[pid]:
+            existing[pid].add(slug)
+        else:
+            stale.append(membership_id)
+    GroupMembership.objects.filter(id__in=stale).delete()
+    group_ids = dict(MedicalGroup.objects.values_list("slug", "id"))
     GroupMembership.objects.bulk_create(
-        GroupMembership(patient=patient, group=groups[s]) for s in slugs - existing
+        [
+            GroupMembership(patient_id=pid, group_id=group_ids[slug])
+            for pid, slugs in wanted.items()
+            for slug in sorted(slugs - existing[pid])
+        ],
+        batch_size=2000,
     )
-    return slugs
+    return wanted
+
+
+def patient_groups_refresh(*, patient: Patient) -> set[str]:
+    """One patient: patients_groups_refresh for a single id."""
+    return patients_groups_refresh(patient_ids=[patient.pk])[patient.pk]

@@ -1,5 +1,5 @@
 """Nightly aggregate for the baseline policy: how often each template is acted on, per medical
-group and overall, smoothed towards a prior so a rarely sent template is neither 0 nor 1."""
+group and overall, smoothed towards a prior (nudges.baseline.smoothed_rate)."""
 
 import datetime as dt
 
@@ -7,15 +7,12 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from core.stamps import stamp_bump
+from nudges.baseline import smoothed_rate
 from nudges.models import Delivery, DeliveryState, TemplatePopularity
+from nudges.services.catalogue import POPULARITY_STAMP
 
 WINDOW = dt.timedelta(days=90)
-PRIOR_RATE = 0.3
-PRIOR_STRENGTH = 10.0
-
-
-def smoothed_rate(acted: int, delivered: int) -> float:
-    return (acted + PRIOR_RATE * PRIOR_STRENGTH) / (delivered + PRIOR_STRENGTH)
 
 
 @transaction.atomic
@@ -37,7 +34,7 @@ def popularity_refresh(*, now: dt.datetime | None = None) -> int:
             group_id=None,
             delivered=r["n"],
             acted=r["acted"],
-            rate=smoothed_rate(r["acted"], r["n"]),
+            rate=float(smoothed_rate(r["acted"], r["n"])),
         )
         for r in overall
     ] + [
@@ -46,10 +43,11 @@ def popularity_refresh(*, now: dt.datetime | None = None) -> int:
             group_id=r["patient__group_memberships__group_id"],
             delivered=r["n"],
             acted=r["acted"],
-            rate=smoothed_rate(r["acted"], r["n"]),
+            rate=float(smoothed_rate(r["acted"], r["n"])),
         )
         for r in by_group
     ]
     TemplatePopularity.objects.all().delete()
     TemplatePopularity.objects.bulk_create(rows, batch_size=1000)
+    stamp_bump(POPULARITY_STAMP)
     return len(rows)

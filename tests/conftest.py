@@ -1,0 +1,110 @@
+"""The cast every test can use: two patients, a clinician per covered group, a clinician of
+another group, a compliance officer and an outsider; the catalogue and groups loaded."""
+
+import os
+from dataclasses import dataclass
+
+import pytest
+from rest_framework.test import APIClient
+
+from nudges.services.catalogue import templates_load
+from safety.services import medical_groups_load
+from tests.factories import UserFactory, make_clinician, make_patient, token_for
+
+
+def _vendor() -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    return "postgresql" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    """Tests that need a real service say so with a marker. Without the service they are
+    skipped, visibly; with REQUIRE_SERVICES=1 (CI's second pass) a missing service fails."""
+    have = {
+        "postgres": _vendor() == "postgresql",
+        "redis": os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"),
+        "browser": os.path.exists(os.environ.get("CHROMIUM", "/usr/bin/chromium")),
+    }
+    if os.environ.get("REQUIRE_SERVICES") == "1":
+        missing = [marker for marker, available in have.items() if not available]
+        if missing:
+            raise pytest.UsageError(f"REQUIRE_SERVICES=1 but not available: {missing}")
+    for item in items:
+        for marker, available in have.items():
+            if marker in item.keywords and not available:
+                item.add_marker(pytest.mark.skip(reason=f"needs {marker}; see docs/operations.md"))
+
+
+@pytest.fixture(autouse=True)
+def catalogue(db):  # type: ignore[no-untyped-def]
+    medical_groups_load()
+    templates_load()
+
+
+@dataclass
+class Actor:
+    user: object
+    client: APIClient
+
+
+def _client(token: str | None) -> APIClient:
+    client = APIClient()
+    if token:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+@pytest.fixture
+def patient_a(db):  # type: ignore[no-untyped-def]
+    return make_patient(goals={"activity": 0.8, "sleep": 0.4}, groups=("hypertension",))
+
+
+@pytest.fixture
+def patient_b(db):  # type: ignore[no-untyped-def]
+    return make_patient(goals={"mood": 0.9, "diet": 0.5}, groups=("depression",))
+
+
+@pytest.fixture
+def api_a(patient_a) -> APIClient:  # type: ignore[no-untyped-def]
+    return _client(patient_a[1])
+
+
+@pytest.fixture
+def api_b(patient_b) -> APIClient:  # type: ignore[no-untyped-def]
+    return _client(patient_b[1])
+
+
+@pytest.fixture
+def anonymous() -> APIClient:
+    return _client(None)
+
+
+@pytest.fixture
+def clinician_cardio(db):  # type: ignore[no-untyped-def]
+    return make_clinician("clin-cardio", ("hypertension", "heart-failure"))
+
+
+@pytest.fixture
+def clinician_mental(db):  # type: ignore[no-untyped-def]
+    return make_clinician("clin-mental", ("depression", "eating-disorder"))
+
+
+@pytest.fixture
+def clinician_other(db):  # type: ignore[no-untyped-def]
+    """Covers a group none of the cast's patients is in."""
+    return make_clinician("clin-resp", ("copd",))
+
+
+@pytest.fixture
+def compliance_officer(db):  # type: ignore[no-untyped-def]
+    return UserFactory(username="compliance")
+
+
+@pytest.fixture
+def outsider(db):  # type: ignore[no-untyped-def]
+    return UserFactory(username="outsider", is_staff=False)
+
+
+@pytest.fixture
+def outsider_api(outsider) -> APIClient:  # type: ignore[no-untyped-def]
+    return _client(token_for(outsider))

@@ -1,0 +1,86 @@
+"""factory_boy factories. Patients are created through the patient service, as in the app."""
+
+import itertools
+
+import factory
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+from clinicians.models import Clinician
+from patients.services import NewPatient, patients_create
+from safety.models import MedicalGroup
+from safety.services import patients_groups_refresh
+
+_counter = itertools.count(1)
+
+# Conditions that put a patient in each demo group (ICD-10-CM).
+GROUP_CODES = {
+    "heart-failure": "I50.9",
+    "hypertension": "I10",
+    "type-2-diabetes": "E11.9",
+    "insulin-treated": "E10.9",
+    "copd": "J44.9",
+    "pregnancy": "Z34.90",
+    "chronic-kidney-disease": "N18.30",
+    "depression": "F32.9",
+    "eating-disorder": "F50.00",
+}
+
+
+def make_patient(
+    *,
+    goals: dict[str, float] | None = None,
+    groups: tuple[str, ...] = (),
+    timezone: str = "UTC",
+    age_band: str = "45-59",
+    sex: str = "female",
+    consents: dict[str, bool] | None = None,
+    quiet: tuple | None = None,
+):  # type: ignore[no-untyped-def]
+    """A patient created through patients_create, with the conditions that put them in
+    `groups`; returns (patient, token). Quiet hours are off unless `quiet` = (start, end)."""
+    record = NewPatient(
+        pseudonym=f"test-{next(_counter):05d}",
+        age_band=age_band,
+        sex=sex,
+        goals=goals or {"activity": 0.8, "sleep": 0.4},
+        timezone=timezone,
+        conditions=[GROUP_CODES[g] for g in groups],
+        consents=consents or {},
+    )
+    [(patient, token)] = patients_create(records=[record])
+    patients_groups_refresh(patient_ids=[patient.pk])
+    if quiet is None:
+        import datetime as dt
+
+        quiet = (dt.time(0, 0), dt.time(0, 0))  # start == end: no quiet hours
+    patient.quiet_start, patient.quiet_end = quiet
+    patient.save(update_fields=["quiet_start", "quiet_end"])
+    return patient, token
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery")
+    is_staff = True
+
+    @factory.post_generation
+    def persist(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
+        if create:
+            self.save()
+
+
+def make_clinician(username: str, groups: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    user = UserFactory(username=username)
+    clinician = Clinician.objects.create(user=user)
+    clinician.groups.set(MedicalGroup.objects.filter(slug__in=groups))
+    return user
+
+
+def token_for(user) -> str:  # type: ignore[no-untyped-def]
+    return Token.objects.get_or_create(user=user)[0].key
