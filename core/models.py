@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 from core.ids import uuid7
 
@@ -8,7 +9,9 @@ class BaseModel(models.Model):
     times."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # A default rather than auto_now_add, so a service can date a row by the moment it decided
+    # on (a decision made for `now` counts on that day, whatever the clock said).
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

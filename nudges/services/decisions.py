@@ -50,13 +50,14 @@ def decision_make(
     """Decide once for (patient, moment). The moment is truncated to the minute, so a repeat
     within the minute, a retried task or a concurrent duplicate gets the first decision back.
     The patient's row is locked while deciding, so the daily cap and the repeat window hold
-    under concurrency. Returns (decision, created)."""
-    now = now or timezone.now()
-    moment = (moment or now).replace(second=0, microsecond=0)
+    under concurrency; `now` defaults to the time the lock was taken, so a decision that waited
+    for another sees that one's nudge in its past. Returns (decision, created)."""
+    moment = (moment or now or timezone.now()).replace(second=0, microsecond=0)
     try:
         with transaction.atomic():
             point = DecisionPoint.objects.create(patient=patient, moment=moment, trigger=trigger)
             locked = Patient.objects.select_for_update().get(pk=patient.pk)
+            now = now or timezone.now()
             facts = patient_facts(locked, now=now)
             [outcome] = core.decide(
                 [facts],
@@ -88,6 +89,7 @@ def _persist(
 ) -> Decision:
     template = outcome.template
     decision = Decision.objects.create(
+        created_at=now,
         decision_point=point,
         patient=patient,
         outcome=outcome.outcome,
@@ -117,6 +119,7 @@ def _route(
     release = outcome.held_until
     state = DeliveryState.HELD if release else DeliveryState.READY
     delivery = Delivery.objects.create(
+        created_at=now,
         decision=decision,
         patient=patient,
         template_id=outcome.template.id,
@@ -126,6 +129,7 @@ def _route(
         expires_at=(release or now) + dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS),
     )
     DeliveryTransition.objects.create(
+        created_at=now,
         delivery=delivery,
         from_state=DeliveryState.PROPOSED,
         to_state=state,
