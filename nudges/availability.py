@@ -57,15 +57,30 @@ def quiet_hours_end(
 ) -> dt.datetime | None:
     """When the quiet hours that contain `now` end (UTC), or None if `now` is not in them.
     The end is a wall-clock time on the local calendar, so a DST change in the night moves it
-    with the clock, as the patient expects."""
+    with the clock, as the patient expects: the first moment after `now` at which the local
+    clock shows `end`. In the hour repeated when clocks go back that may be the second
+    showing; a time skipped when clocks go forward resolves to just after the gap."""
     zone = ZoneInfo(tz_name)
     local = now.astimezone(zone)
     if not in_quiet_hours(local.time().replace(tzinfo=None), start, end):
         return None
-    end_date = local.date()
-    if local.time().replace(tzinfo=None) >= end:
-        end_date += dt.timedelta(days=1)
-    wall = dt.datetime.combine(end_date, end)
-    # A wall time skipped by a spring-forward gap resolves forward (fold=0 then normalise).
-    release = wall.replace(tzinfo=zone).astimezone(dt.UTC)
-    return max(release, now)
+    for days in range(3):
+        for release in _wall_times(local.date() + dt.timedelta(days=days), end, zone):
+            if release > now:
+                return release
+    raise AssertionError("quiet hours end within two days")  # pragma: no cover
+
+
+def _wall_times(day: dt.date, wall: dt.time, zone: ZoneInfo) -> list[dt.datetime]:
+    """The UTC moments at which the local clock shows `wall` on `day`, in order: two in the
+    repeated hour, none in a skipped hour (then the moment just after the gap instead)."""
+    first = dt.datetime.combine(day, wall, tzinfo=zone)
+    moments = []
+    for candidate in (first, first.replace(fold=1)):
+        utc = candidate.astimezone(dt.UTC)
+        shown = utc.astimezone(zone)
+        if shown.replace(tzinfo=None) == candidate.replace(tzinfo=None) and utc not in moments:
+            moments.append(utc)
+    if not moments:  # skipped: fold=0 reads it with the offset before the gap, i.e. after it
+        moments.append(first.astimezone(dt.UTC))
+    return sorted(moments)

@@ -33,32 +33,57 @@ def smoothed_rate(acted: np.ndarray | float, delivered: np.ndarray | float) -> n
 
 
 def clip_rows(p: np.ndarray, valid: np.ndarray, *, floor: float, ceiling: float) -> np.ndarray:
-    """Project each row of p onto {floor <= p_i <= ceiling over its valid entries, sum = 1},
-    invalid entries 0, by water-filling: pin entries outside the bounds, rescale the free ones
-    over the remaining mass, repeat. A row's bounds are relaxed when they cannot hold for its
-    number of valid entries (floor <= 1/k <= ceiling)."""
-    p = np.where(valid, p, 0.0).astype(float)
+    """Scale each row of p proportionally and clip it to [floor, ceiling] over its valid
+    entries so that it sums to 1; invalid entries are 0. The scale is found by bisection (the
+    clipped sum grows with it). A row's bounds are relaxed when they cannot hold for its
+    number of valid entries k (floor <= 1/k <= ceiling); a row already within its bounds
+    after normalising is left as it is."""
+    p = np.where(valid, np.maximum(p, 0.0), 0.0).astype(float)
     k = valid.sum(axis=1, keepdims=True).clip(min=1)
     lo = np.minimum(floor, 1.0 / k)
     hi = np.maximum(ceiling, 1.0 / k)
     total = p.sum(axis=1, keepdims=True)
     q = np.where(total > 0, p / np.where(total > 0, total, 1.0), valid / k)
-    pinned = ~valid
-    for _ in range(p.shape[1] + 1):
-        low = ~pinned & (q < lo)
-        high = ~pinned & (q > hi)
-        if not (low.any() or high.any()):
-            break
-        q = np.where(low, lo, np.where(high, hi, q))
-        pinned = pinned | low | high
-        free = ~pinned
-        free_mass = 1.0 - np.where(pinned & valid, q, 0.0).sum(axis=1, keepdims=True)
-        free_sum = np.where(free, q, 0.0).sum(axis=1, keepdims=True)
-        n_free = free.sum(axis=1, keepdims=True).clip(min=1)
-        scaled = np.where(free_sum > 0, q / np.where(free_sum > 0, free_sum, 1.0), 1.0 / n_free)
-        q = np.where(free, scaled * free_mass, q)
-    q = np.where(valid, q, 0.0)
-    return q / q.sum(axis=1, keepdims=True)
+    outside = (valid & ((q < lo) | (q > hi))).any(axis=1)
+    if outside.any():
+        q[outside] = _bisect_scale(q[outside], valid[outside], lo[outside], hi[outside])
+    return np.where(valid, q, 0.0)
+
+
+def _bisect_scale(q: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Rows with some positive entry: find the scale whose clipped row sums to 1, then give
+    the entries strictly inside the bounds exactly the mass the pinned ones leave."""
+    positive = valid & (q > 0)
+
+    def clipped(scale: np.ndarray) -> np.ndarray:
+        return np.where(valid, np.clip(scale * q, lo, hi), 0.0)
+
+    q = np.where(positive, np.maximum(q, 1e-300), 0.0)
+    # Bisect on the log of the scale: weights may span hundreds of orders of magnitude.
+    low = np.full_like(lo, np.log(1e-300))
+    high = np.log(hi / np.where(positive, q, np.inf).min(axis=1, keepdims=True))
+    for _ in range(100):
+        middle = (low + high) / 2
+        over = clipped(np.exp(middle)).sum(axis=1, keepdims=True) >= 1.0
+        high = np.where(over, middle, high)
+        low = np.where(over, low, middle)
+    scale = np.exp(high)
+    out = clipped(scale)
+    free = positive & (scale * q > lo) & (scale * q < hi)
+    pinned_mass = np.where(valid & ~free, out, 0.0).sum(axis=1, keepdims=True)
+    free_weight = np.where(free, q, 0.0).sum(axis=1, keepdims=True)
+    exact = (1.0 - pinned_mass) / np.where(free_weight > 0, free_weight, 1.0)
+    out = np.where(free, exact * q, out)
+    # Where even every positive entry at the ceiling leaves mass over, the entries of weight 0
+    # share it evenly (the bounds are feasible, so that share lies within them).
+    zero = valid & ~positive
+    short = 1.0 - np.where(positive, hi, 0.0).sum(axis=1, keepdims=True)
+    spill = (short > np.where(zero, lo, 0.0).sum(axis=1, keepdims=True)) & zero.any(
+        axis=1, keepdims=True
+    )
+    share = short / zero.sum(axis=1, keepdims=True).clip(min=1)
+    out = np.where(spill & positive, hi, np.where(spill & zero, share, out))
+    return out / out.sum(axis=1, keepdims=True)
 
 
 def probabilities(

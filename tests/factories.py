@@ -84,3 +84,67 @@ def make_clinician(username: str, groups: tuple[str, ...]):  # type: ignore[no-u
 
 def token_for(user) -> str:  # type: ignore[no-untyped-def]
     return Token.objects.get_or_create(user=user)[0].key
+
+
+def make_nudge(patient, *, at=None):  # type: ignore[no-untyped-def]
+    """A nudge made by the real decision service. The policy may choose not to nudge, so each
+    try takes the next minute (a decision point is decided once) and a fresh seed. Tries go
+    forward in time: a moment before an earlier nudge would count as too soon after it."""
+    import datetime as dt
+
+    import numpy as np
+    from django.utils import timezone
+
+    from nudges.models import Delivery, Outcome
+    from nudges.services.decisions import decision_make
+
+    at = at or timezone.now()
+    for attempt in range(240):
+        decision, created = decision_make(
+            patient=patient,
+            now=at + dt.timedelta(minutes=attempt),
+            rng=np.random.default_rng(attempt),
+        )
+        if created and decision.outcome == Outcome.NUDGE:
+            return Delivery.objects.select_related("template").get(decision=decision)
+    raise AssertionError("the policy never chose a nudge")
+
+
+_row_minutes = itertools.count()
+
+
+def make_delivery_row(patient, state: str, *, due_at=None, template=None):  # type: ignore[no-untyped-def]
+    """A delivery sitting in `state`, written directly as rows (no policy, no gate): for tests
+    about what happens next to it."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from nudges.models import Decision, DecisionPoint, Delivery, Template
+
+    now = timezone.now().replace(second=0, microsecond=0)
+    template = template or Template.objects.order_by("slug").first()
+    point = DecisionPoint.objects.create(
+        patient=patient, moment=now + dt.timedelta(minutes=next(_row_minutes)), trigger="app_open"
+    )
+    decision = Decision.objects.create(
+        decision_point=point,
+        patient=patient,
+        outcome="nudge",
+        reason="chosen",
+        policy_name="baseline",
+        policy_version="baseline-1",
+        template=template,
+        template_version=template.version,
+        propensity=0.5,
+        receipt={},
+    )
+    return Delivery.objects.create(
+        decision=decision,
+        patient=patient,
+        template=template,
+        state=state,
+        why="test",
+        due_at=due_at,
+        expires_at=(due_at or now) + dt.timedelta(hours=24),
+    )

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from config.celery import app as celery_app
 from nudges import tasks
-from nudges.models import Decision, DecisionPoint, Delivery, DeliveryState, PushMessage, Template
-from tests.factories import make_patient
+from nudges.models import Delivery, DeliveryState, PushMessage
+from tests.factories import make_delivery_row, make_patient
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,34 +65,6 @@ def worker(django_db_setup, django_db_blocker):  # type: ignore[no-untyped-def]
             process.kill()
 
 
-def _held_delivery(patient, due_at: dt.datetime) -> Delivery:  # type: ignore[no-untyped-def]
-    """A delivery held by quiet hours, as decision_make leaves one (rows written directly so
-    the due time can be in the past)."""
-    template = Template.objects.filter(goal="activity").first()
-    point = DecisionPoint.objects.create(patient=patient, moment=due_at, trigger="app_open")
-    decision = Decision.objects.create(
-        decision_point=point,
-        patient=patient,
-        outcome="nudge",
-        reason="chosen",
-        policy_name="baseline",
-        policy_version="baseline-1",
-        template=template,
-        template_version=template.version,
-        propensity=0.5,
-        receipt={},
-    )
-    return Delivery.objects.create(
-        decision=decision,
-        patient=patient,
-        template=template,
-        state=DeliveryState.HELD,
-        why="test",
-        due_at=due_at,
-        expires_at=due_at + dt.timedelta(hours=24),
-    )
-
-
 def _wait_for(predicate, timeout: float = 45.0) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,7 +76,9 @@ def _wait_for(predicate, timeout: float = 45.0) -> bool:  # type: ignore[no-unty
 
 def test_a_worker_releases_held_nudges_and_pushes_them(worker):
     patient, _ = make_patient()
-    delivery = _held_delivery(patient, timezone.now() - dt.timedelta(minutes=1))
+    delivery = make_delivery_row(
+        patient, DeliveryState.HELD, due_at=timezone.now() - dt.timedelta(minutes=1)
+    )
 
     tasks.deliveries_release_held.delay()
     released = _wait_for(lambda: Delivery.objects.get(pk=delivery.pk).state == DeliveryState.READY)
@@ -118,8 +92,12 @@ def test_a_worker_releases_held_nudges_and_pushes_them(worker):
 
 def test_a_worker_leaves_nudges_whose_quiet_hours_have_not_ended(worker):
     patient, _ = make_patient()
-    later = _held_delivery(patient, timezone.now() + dt.timedelta(hours=3))
-    due = _held_delivery(make_patient()[0], timezone.now() - dt.timedelta(minutes=1))
+    later = make_delivery_row(
+        patient, DeliveryState.HELD, due_at=timezone.now() + dt.timedelta(hours=3)
+    )
+    due = make_delivery_row(
+        make_patient()[0], DeliveryState.HELD, due_at=timezone.now() - dt.timedelta(minutes=1)
+    )
 
     tasks.deliveries_release_held.delay()
 
