@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install run serve test lint fmt typecheck services services-stop services-env clean
+.PHONY: install run serve test lint fmt typecheck services services-stop services-env bench clean
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ services-stop:
 
 services-env:
 	@bash scripts/services.sh env
+
+# All benchmarks on PostgreSQL (see docs/benchmarks.md); BENCH_ARGS=--quick for a short run.
+bench: install
+	bash scripts/bench.sh
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .mypy_cache

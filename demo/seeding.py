@@ -16,14 +16,16 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
+from django.contrib.auth.models import Group, User
 from django.db import connection, transaction
 from django.utils import timezone
 
-from clinicians.models import Clinician
+from clinicians.access import clinician_groups_set
+from clinicians.roles import CLINICIAN, COMPLIANCE, SAFETY_LEAD
 from core.bulk import DbFormat, insert_rows
 from demo.cohort import CONDITIONS, SyntheticPatient, synthetic_cohort
 from nudges import baseline, simulator
-from nudges.decide import Snapshot, receipt_finish, receipt_head
+from nudges.decide import SafetyTable, Snapshot, receipt_finish, receipt_head, safety_receipt
 from nudges.models import (
     Decision,
     DecisionPoint,
@@ -32,15 +34,19 @@ from nudges.models import (
     DeliveryTransition,
     Event,
     Outcome,
+    Template,
+    TemplateStatus,
     Trigger,
 )
-from nudges.services.catalogue import catalogue_snapshot, templates_load
+from nudges.services.catalogue import catalogue_snapshot, templates_load, templates_signoff
+from nudges.services.decisions import decision_make
 from nudges.services.popularity import popularity_refresh
 from nudges.why import explain
 from patients.models import Patient
 from patients.services import NewPatient, patients_create
 from safety.models import MedicalGroup
-from safety.services import medical_groups_load, patients_groups_refresh
+from safety.rules import Action
+from safety.services import medical_groups_load, patients_groups_refresh, ruleset_load_file
 
 # Clinician teams and the medical groups each covers.
 TEAMS: dict[str, tuple[str, ...]] = {
@@ -65,6 +71,7 @@ MEASURES: dict[str, tuple[str, float, float, int]] = {
 }
 MEASURE_HOUR = 21  # local time the daily measures are recorded
 ENROL_BATCH = 1000
+CURRENT_SAMPLE = 400  # patients who get a live decision at the end of seeding
 FLUSH_DAYS = 10  # days of history written per transaction
 
 
@@ -100,14 +107,21 @@ def demo_seed(
     _bulk_load_mode()
     with transaction.atomic():
         medical_groups_load()
+        ruleset_load_file()
         templates_load()
         staff = _staff_create()
+        # The shipped catalogue is signed off by the demo's first clinician.
+        templates_signoff(
+            templates=list(Template.objects.filter(status=TemplateStatus.PENDING)),
+            by=User.objects.get(username=staff["clinicians"][0]["username"]),
+        )
     cohort = synthetic_cohort(patients, seed=seed)
     enrolled = _enrol(cohort, progress)
     counts = {"points": 0, "deliveries": 0, "events": 0}
     if days > 0:
         counts = _history(cohort, enrolled, seed=seed, days=days, progress=progress)
     popularity_refresh()
+    _current_decisions(enrolled, seed=seed, progress=progress)
     _write_credentials(credentials_path, enrolled, staff)
     return SeedResult(
         patients=len(enrolled),
@@ -128,10 +142,13 @@ def _bulk_load_mode() -> None:
 
 
 def _staff_create() -> dict[str, Any]:
-    """Clinicians of each team, a compliance officer and an administrator, with random
+    """Clinicians of each team (covering its groups), two safety leads (one writes a rule
+    change, the other signs it off), a compliance officer and an administrator, with random
     passwords (hashed in parallel: each hash is deliberately slow)."""
     user_model = get_user_model()
     accounts = [(f"clin-{team}", team) for team in TEAMS] + [
+        ("safety-lead-1", None),
+        ("safety-lead-2", None),
         ("compliance", None),
         ("admin", None),
     ]
@@ -139,7 +156,8 @@ def _staff_create() -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         hashed = dict(zip(passwords, pool.map(make_password, passwords.values()), strict=True))
     groups = {g.slug: g for g in MedicalGroup.objects.all()}
-    staff: dict[str, Any] = {"clinicians": [], "compliance": [], "admin": None}
+    roles = {g.name: g for g in Group.objects.filter(name__in=[CLINICIAN, SAFETY_LEAD, COMPLIANCE])}
+    staff: dict[str, Any] = {"clinicians": [], "safety_leads": [], "compliance": [], "admin": None}
     for name, team in accounts:
         user = user_model.objects.create(
             username=name,
@@ -148,12 +166,16 @@ def _staff_create() -> dict[str, Any]:
             is_superuser=name == "admin",
         )
         if team is not None:
-            clinician = Clinician.objects.create(user=user)
-            clinician.groups.set([groups[slug] for slug in TEAMS[team]])
+            user.groups.add(roles[CLINICIAN])
+            clinician_groups_set(user=user, groups=[groups[slug] for slug in TEAMS[team]])
             staff["clinicians"].append(
                 {"username": name, "password": passwords[name], "groups": list(TEAMS[team])}
             )
+        elif name.startswith("safety-lead"):
+            user.groups.add(roles[SAFETY_LEAD])
+            staff["safety_leads"].append({"username": name, "password": passwords[name]})
         elif name == "compliance":
+            user.groups.add(roles[COMPLIANCE])
             staff["compliance"].append({"username": name, "password": passwords[name]})
         else:
             staff["admin"] = {"username": name, "password": passwords[name]}
@@ -217,13 +239,17 @@ def _history(
 ) -> dict[str, int]:
     snapshot = catalogue_snapshot()
     world = simulator.World.build(_sim_cohort(cohort), sim_catalogue(snapshot), seed=seed)
+    # History honours the rules: blocked templates are never proposed, and neither are those
+    # that need a review (the history holds no invented clinician decisions).
+    tables = [snapshot.safety(frozenset(p.groups)) for p in cohort]
+    allowed = np.array([t.actions <= Action.ALLOW_WITH_NOTE for t in tables])
     today = timezone.now().astimezone(dt.UTC).date()
     first_day = today - dt.timedelta(days=days)
     # Patients joined over the period, so the demo has long and short histories (and new
     # patients for the recommender's cold start).
     joined = np.random.default_rng([seed, 5]).integers(0, days, len(cohort))
     _backdate_enrolment(enrolled, first_day, joined)
-    writer = _HistoryWriter(cohort, enrolled, snapshot, first_day, days)
+    writer = _HistoryWriter(cohort, enrolled, snapshot, first_day, days, tables)
     policy = simulator.BaselinePolicy()
     progress.start("Simulating history (days)", days)
 
@@ -246,8 +272,22 @@ def _history(
         on_step=on_step,
         on_day=on_day,
         enrolment_day=joined,
+        allowed=allowed,
     )
     return writer.counts
+
+
+def _current_decisions(
+    enrolled: list[tuple[Patient, str]], *, seed: int, progress: Progress
+) -> None:
+    """Live decisions now, through the decision service, for a sample of patients: the demo
+    starts with nudges ready, held by quiet hours, and waiting in the review queue."""
+    rng = np.random.default_rng([seed, 9])
+    sample = rng.choice(len(enrolled), size=min(CURRENT_SAMPLE, len(enrolled)), replace=False)
+    progress.start("Deciding for a sample now", len(sample))
+    for index in sample:
+        decision_make(patient=enrolled[index][0], rng=np.random.default_rng([seed, int(index)]))
+        progress.advance()
 
 
 def _backdate_enrolment(
@@ -290,8 +330,10 @@ class _HistoryWriter:
         snapshot: Snapshot,
         first_day: dt.date,
         days: int,
+        tables: list[SafetyTable],
     ) -> None:
         self.db = DbFormat()
+        self.tables = tables
         self.cohort = cohort
         self.snapshot = snapshot
         self.first_day = first_day
@@ -342,6 +384,11 @@ class _HistoryWriter:
                 DeliveryState.EXPIRED: str(text(expires)),
             },
         )
+
+    def _safety_columns(self, patient: int, action: int) -> tuple:
+        verdict = self.tables[patient].verdicts[action]
+        note = " ".join(verdict.notes)[:300] if verdict.action == Action.ALLOW_WITH_NOTE else ""
+        return note, self.snapshot.ruleset_version, verdict.name, self.db.json(list(verdict.rules))
 
     def _why(self, patient: int, goal: str) -> str:
         key = (patient, goal)
@@ -396,6 +443,7 @@ class _HistoryWriter:
                 propensity=float(probs[action]),
                 chosen_score=float(scores[k, action]) if chosen else None,
             )
+            receipt["safety"] = safety_receipt(self.snapshot, self.tables[i], on_agenda[k], {})
             receipt["source"] = "simulated_history"
             stamp = times.stamp
             self.rows["points"].append(
@@ -442,6 +490,7 @@ class _HistoryWriter:
                         stamp,
                         times.opened if step.opened[k] else None,
                         closed,
+                        *self._safety_columns(i, action),
                     )
                 )
                 self.rows["transitions"].append(
@@ -540,6 +589,10 @@ TABLES: dict[str, tuple[type, list[str]]] = {
             "delivered_at",
             "opened_at",
             "closed_at",
+            "note",
+            "ruleset_version",
+            "safety_action",
+            "safety_rules",
         ],
     ),
     "transitions": (

@@ -1,8 +1,10 @@
 """Pure: the decision path for a batch of decision points (one point is a batch of one).
-Availability, candidates, policy probabilities, the draw and the receipt. No ORM: the services
-load the facts, call `decide`, and persist what it returns.
+Availability, candidates, safety, policy probabilities, the draw and the receipt. No ORM: the
+services load the facts, call `decide`, and persist what it returns.
 
-Columns are the catalogue snapshot's templates; the last probability column is "no nudge"."""
+Columns are the catalogue snapshot's templates; the last probability column is "no nudge".
+Safety runs before the policy: a blocked template is removed from the candidates, so its
+probability is exactly 0, whatever the policy or its exploration does."""
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
@@ -19,6 +21,7 @@ from nudges.availability import (
     quiet_hours_end,
     unavailable_reason,
 )
+from safety.rules import Action, CompiledRules, Verdict, approval_covers, evaluate_all
 
 RECEIPT_VERSION = 1
 # Probabilities in receipts keep 7 decimals (the propensity floor is 0.01, so the relative
@@ -42,16 +45,30 @@ class TemplateInfo:
 
 
 @dataclass(frozen=True)
+class SafetyTable:
+    """The verdicts on every template for one set of medical groups, with the actions as an
+    array for masking."""
+
+    verdicts: tuple[Verdict, ...]
+    actions: np.ndarray  # (m,) of Action values
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """The catalogue as one decision sees it: the templates in use, in column order, and the
-    popularity of each within each medical group."""
+    """The catalogue as one decision sees it: the templates in use, in column order, the
+    popularity of each within each medical group, and the contraindication rules in force.
+    Verdicts depend only on the set of groups, so they are computed once per set and kept."""
 
     templates: tuple[TemplateInfo, ...]
     popularity_overall: np.ndarray  # (m,)
     popularity_by_group: Mapping[str, np.ndarray]  # group slug -> (m,)
+    rules: CompiledRules | None
     stamp: Any = None
     goal_index: dict[str, np.ndarray] = field(init=False, repr=False)
     slug_column: dict[str, int] = field(init=False, repr=False)
+    _safety: dict[frozenset[str] | None, SafetyTable] = field(
+        init=False, repr=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         goals: dict[str, list[int]] = {}
@@ -59,6 +76,20 @@ class Snapshot:
             goals.setdefault(template.goal, []).append(column)
         object.__setattr__(self, "goal_index", {g: np.array(c) for g, c in goals.items()})
         object.__setattr__(self, "slug_column", {t.slug: i for i, t in enumerate(self.templates)})
+
+    @property
+    def ruleset_version(self) -> int | None:
+        return self.rules.version if self.rules else None
+
+    def safety(self, groups: frozenset[str] | None) -> SafetyTable:
+        table = self._safety.get(groups)
+        if table is None:
+            verdicts = tuple(
+                evaluate_all(groups=groups, templates=self.templates, rules=self.rules)
+            )
+            table = SafetyTable(verdicts, np.array([int(v.action) for v in verdicts], dtype=int))
+            self._safety[groups] = table
+        return table
 
     def __len__(self) -> int:
         return len(self.templates)
@@ -82,11 +113,14 @@ class PatientFacts:
     snoozed_until: dt.datetime | None
     is_active: bool
     agenda: Mapping[str, float]
-    groups: frozenset[str]
+    groups: frozenset[str] | None  # None: not known (fails closed to review)
     consent: Mapping[str, bool]
     counted_today: int
     last_nudged_at: dt.datetime | None
     recent_slugs: frozenset[str]
+    declined: frozenset[str] = frozenset()  # templates the patient said are not for them
+    # template slug -> groups whose clinicians gave a standing approval (safety.selectors)
+    approved: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +140,8 @@ class Outcome:
     propensity: float | None
     receipt: dict[str, Any]
     held_until: dt.datetime | None = None  # quiet hours: deliver at this time
+    verdict: Verdict | None = None  # safety's verdict on the chosen template
+    approved: bool = False  # a standing approval covers the review the verdict asks for
 
 
 def decide(
@@ -128,12 +164,16 @@ def decide(
     mask = np.zeros((n, m), dtype=bool)
     weights = np.zeros((n, m))
     popularity = np.zeros((n, m))
+    safety: list[SafetyTable | None] = [None] * n
     for i, f in enumerate(facts):
         if reasons[i] is not None:
             continue
         mask[i], weights[i], excluded = _candidates(f, snapshot)
-        popularity[i] = snapshot.popularity(f.groups)
+        safety[i] = table = snapshot.safety(f.groups)
+        mask[i] &= table.actions != Action.BLOCK
+        popularity[i] = snapshot.popularity(f.groups or frozenset())
         receipts[i]["excluded"] = excluded
+        receipts[i]["safety"] = safety_receipt(snapshot, table, weights[i] > 0, f.approved)
     scores = baseline.scores(weights, popularity)
     probabilities = baseline.probabilities(scores, mask, params=settings.params)
     draws = rng.random(n)
@@ -142,6 +182,7 @@ def decide(
         _outcome(
             facts[i],
             snapshot,
+            safety[i],
             receipts[i],
             reasons[i],
             mask[i],
@@ -153,6 +194,10 @@ def decide(
         )
         for i in range(n)
     ]
+
+
+def _covered(approved: Mapping[str, frozenset[str]], slug: str, verdict: Verdict) -> bool:
+    return approval_covers(verdict.groups, approved.get(slug, frozenset()))
 
 
 def _availability(f: PatientFacts) -> AvailabilityInput:
@@ -170,7 +215,8 @@ def _availability(f: PatientFacts) -> AvailabilityInput:
 def _candidates(
     f: PatientFacts, snapshot: Snapshot
 ) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
-    """Templates serving the agenda's goals, minus those sent within the repeat window."""
+    """Templates serving the agenda's goals, minus those sent within the repeat window and
+    those the patient declined."""
     m = len(snapshot)
     mask = np.zeros(m, dtype=bool)
     weights = np.zeros(m)
@@ -184,9 +230,39 @@ def _candidates(
         for slug in f.recent_slugs
         if slug in snapshot.slug_column and mask[snapshot.slug_column[slug]]
     )
-    for slug in repeated:
+    declined = sorted(
+        slug
+        for slug in f.declined
+        if slug in snapshot.slug_column and mask[snapshot.slug_column[slug]]
+    )
+    for slug in repeated + declined:
         mask[snapshot.slug_column[slug]] = False
-    return mask, weights, ({"repeat_window": repeated} if repeated else {})
+    excluded = {}
+    if repeated:
+        excluded["repeat_window"] = repeated
+    if declined:
+        excluded["declined_by_patient"] = declined
+    return mask, weights, excluded
+
+
+def safety_receipt(
+    snapshot: Snapshot,
+    table: SafetyTable,
+    on_agenda: np.ndarray,
+    approved: Mapping[str, frozenset[str]],
+) -> dict[str, Any]:
+    """The rule-set version, and every template of the agenda that a rule touched, with the
+    rules: blocked ones (probability 0), those that need review, those allowed with a note,
+    and reviews a standing approval covers."""
+    out: dict[str, Any] = {"ruleset": snapshot.ruleset_version}
+    for column in np.flatnonzero(on_agenda & (table.actions != Action.ALLOW)):
+        verdict = table.verdicts[column]
+        template = snapshot.templates[column]
+        bucket = verdict.name
+        if verdict.action == Action.REVIEW and _covered(approved, template.slug, verdict):
+            bucket = "approved"
+        out.setdefault(bucket, {})[template.key] = verdict.as_receipt()
+    return out
 
 
 def receipt_head(
@@ -197,7 +273,7 @@ def receipt_head(
     client: Mapping[str, Any],
     consent: Mapping[str, bool],
     agenda: Mapping[str, float],
-    groups: Sequence[str],
+    groups: Sequence[str] | None,
 ) -> dict[str, Any]:
     """What was known when deciding. The policy's part is added by receipt_finish."""
     return {
@@ -211,7 +287,7 @@ def receipt_head(
         },
         "consent": dict(consent),
         "agenda": dict(agenda),
-        "groups": list(groups),
+        "groups": None if groups is None else list(groups),
     }
 
 
@@ -254,13 +330,14 @@ def _receipt_head(
         client=context,
         consent=f.consent,
         agenda=f.agenda,
-        groups=sorted(f.groups),
+        groups=None if f.groups is None else sorted(f.groups),
     )
 
 
 def _outcome(
     f: PatientFacts,
     snapshot: Snapshot,
+    safety: SafetyTable | None,
     receipt: dict[str, Any],
     reason: str | None,
     mask: np.ndarray,
@@ -295,7 +372,11 @@ def _outcome(
         chosen_score=float(scores[chosen]) if template else None,
     )
     result = Outcome(outcome, reason, template, propensity, receipt)
-    if template is not None:
+    if template is not None and safety is not None:
+        result.verdict = safety.verdicts[chosen]
+        result.approved = result.verdict.action == Action.REVIEW and _covered(
+            f.approved, template.slug, result.verdict
+        )
         result.held_until = quiet_hours_end(
             now, tz_name=f.timezone, start=f.quiet_start, end=f.quiet_end
         )

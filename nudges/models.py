@@ -22,8 +22,17 @@ class Intensity(models.TextChoices):
     HIGH = "high"
 
 
+class TemplateStatus(models.TextChoices):
+    PENDING = "pending", "Awaiting a clinician's sign-off"
+    ACTIVE = "active", "Signed off, in use"
+    STOPPED = "stopped", "Stopped (emergency stop)"
+    RETIRED = "retired", "Superseded by a newer version"
+
+
 class Template(BaseModel):
-    """One version of a nudge. An edit makes a new version; slug + version is unique."""
+    """One version of a nudge. An edit makes a new version; slug + version is unique. A
+    version is used only once a clinician has signed it off (status active); signing off a
+    version retires the older ones, and a stop takes the version out of use at once."""
 
     slug = models.SlugField(max_length=64)
     version = models.PositiveIntegerField(default=1)
@@ -33,12 +42,28 @@ class Template(BaseModel):
     category = models.CharField(max_length=16, choices=Category.choices)
     intensity = models.CharField(max_length=16, choices=Intensity.choices)
     tags = models.JSONField(default=list, blank=True)
-    is_active = models.BooleanField(default=True)
+    status = models.CharField(
+        max_length=10, choices=TemplateStatus.choices, default=TemplateStatus.PENDING
+    )
+    signed_off_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    signed_off_at = models.DateTimeField(null=True, blank=True)
+    stopped_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    stop_reason = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["slug", "-version"]
         constraints = [
-            models.UniqueConstraint(fields=["slug", "version"], name="template_unique_version")
+            models.UniqueConstraint(fields=["slug", "version"], name="template_unique_version"),
+            models.UniqueConstraint(
+                fields=["slug"],
+                condition=models.Q(status="active"),
+                name="template_one_active_version",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -150,6 +175,10 @@ class Delivery(BaseModel):
         max_length=20, choices=DeliveryState.choices, default=DeliveryState.PROPOSED
     )
     why = models.CharField(max_length=300)
+    note = models.CharField(max_length=300, blank=True, help_text="A safety note to the patient.")
+    ruleset_version = models.PositiveIntegerField(null=True, blank=True)
+    safety_action = models.CharField(max_length=16, blank=True)
+    safety_rules = models.JSONField(default=list, blank=True)
     due_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField()
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -161,6 +190,74 @@ class Delivery(BaseModel):
             models.Index(fields=["patient", "state"]),
             models.Index(fields=["state", "due_at"]),
             models.Index(fields=["patient", "created_at"]),
+        ]
+
+
+class ReviewKind(models.TextChoices):
+    BEFORE_DELIVERY = "before_delivery", "Needs approval before delivery"
+    PATIENT_FEEDBACK = "patient_feedback", "Patient said: not right for me"
+
+
+class ReviewState(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    ACKNOWLEDGED = "acknowledged"
+    WITHDRAWN = "withdrawn"
+
+
+class ReviewRequest(BaseModel):
+    """A delivery waiting for clinicians (before_delivery: rules of the patient's groups asked
+    for review), or a patient's report that a nudge is not right for them. Every group in
+    `groups` needs a decision from a clinician who covers it (clinicians.ReviewDecision). The
+    matched rules are copied in, so the request reads the same after the rules change."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="reviews")
+    patient = models.ForeignKey(
+        "patients.Patient", on_delete=models.CASCADE, related_name="review_requests"
+    )
+    kind = models.CharField(max_length=20, choices=ReviewKind.choices)
+    state = models.CharField(
+        max_length=14, choices=ReviewState.choices, default=ReviewState.PENDING
+    )
+    groups = models.ManyToManyField("safety.MedicalGroup", related_name="review_requests")
+    severity = models.CharField(max_length=10, blank=True)
+    rules = models.JSONField(default=list, blank=True)
+    ruleset_version = models.PositiveIntegerField(null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["state", "created_at"]),
+            models.Index(fields=["state", "deadline"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery", "kind"],
+                condition=models.Q(state="pending"),
+                name="review_one_pending_per_kind",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} (item {str(self.pk)[:8]})"
+
+
+class TemplateDecline(BaseModel):
+    """The patient said a nudge is not right for them: that template (every version) is not
+    proposed to them again."""
+
+    patient = models.ForeignKey(
+        "patients.Patient", on_delete=models.CASCADE, related_name="template_declines"
+    )
+    slug = models.SlugField(max_length=64)
+    delivery = models.ForeignKey(Delivery, null=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "slug"], name="decline_unique_template")
         ]
 
 

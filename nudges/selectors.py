@@ -9,10 +9,10 @@ from django.db.models import QuerySet
 from nudges import lifecycle
 from nudges.availability import local_day_start
 from nudges.decide import PatientFacts
-from nudges.models import Delivery, DeliveryState
+from nudges.models import Delivery, DeliveryState, TemplateDecline
 from patients.models import Patient
 from patients.selectors import agenda_for_patient, consent_snapshot
-from safety.selectors import group_slugs_for_patient
+from safety.selectors import group_slugs_for_patient, standing_approvals
 
 
 def deliveries_for_patient(patient: Patient) -> QuerySet[Delivery]:
@@ -55,9 +55,13 @@ def delivery_history(patient: Patient, *, now: dt.datetime) -> dict:
     return {"recent_slugs": frozenset(recent), "counted_today": today, "last_nudged_at": last}
 
 
-def patient_facts(patient: Patient, *, now: dt.datetime) -> PatientFacts:
-    """Everything one decision needs about the patient, read now."""
+def patient_facts(
+    patient: Patient, *, now: dt.datetime, ruleset_version: int | None
+) -> PatientFacts:
+    """Everything one decision needs about the patient, read now. Groups are None (unknown,
+    so every candidate goes to review) until the patient's codes have been mapped to groups."""
     history = delivery_history(patient, now=now)
+    groups = group_slugs_for_patient(patient) if patient.groups_refreshed_at else None
     return PatientFacts(
         patient_id=patient.pk,
         timezone=patient.timezone,
@@ -66,9 +70,15 @@ def patient_facts(patient: Patient, *, now: dt.datetime) -> PatientFacts:
         snoozed_until=patient.snoozed_until,
         is_active=patient.is_active,
         agenda=agenda_for_patient(patient),
-        groups=group_slugs_for_patient(patient),
+        groups=groups,
         consent=consent_snapshot(patient),
         counted_today=history["counted_today"],
         last_nudged_at=history["last_nudged_at"],
         recent_slugs=history["recent_slugs"],
+        declined=frozenset(
+            TemplateDecline.objects.filter(patient=patient).values_list("slug", flat=True)
+        ),
+        approved=standing_approvals(
+            patient, groups=groups, ruleset_version=ruleset_version, now=now
+        ),
     )

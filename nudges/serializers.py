@@ -7,7 +7,8 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
-from nudges.models import Decision, Delivery, EventKind, Trigger
+from nudges import lifecycle
+from nudges.models import Decision, Delivery, DeliveryState, EventKind, Trigger
 from patients.models import Patient
 
 MAX_CONTEXT_KEYS = 20
@@ -29,6 +30,7 @@ class NudgeSerializer(serializers.ModelSerializer):
             "category",
             "state",
             "why",
+            "note",
             "created_at",
             "due_at",
             "expires_at",
@@ -84,12 +86,29 @@ class DecisionSerializer(serializers.ModelSerializer):
         ]
 
     def get_nudge(self, decision: Decision) -> dict | None:
-        delivery = getattr(decision, "delivery", None) if decision.template_id else None
-        return NudgeSerializer(delivery).data if delivery is not None else None
+        """The nudge, once it may be shown: not while it waits for a clinician or for the end
+        of the patient's quiet hours."""
+        delivery = self._delivery(decision)
+        if delivery is None or delivery.state not in lifecycle.VISIBLE:
+            return None
+        return NudgeSerializer(delivery).data
 
     def get_message(self, decision: Decision) -> str:
+        delivery = self._delivery(decision)
+        if delivery is not None and delivery.state in STATE_MESSAGES:
+            return STATE_MESSAGES[delivery.state]
         return REASON_MESSAGES.get(decision.reason, decision.reason)
 
+    @staticmethod
+    def _delivery(decision: Decision) -> Delivery | None:
+        return getattr(decision, "delivery", None) if decision.template_id else None
+
+
+STATE_MESSAGES = {
+    DeliveryState.AWAITING_REVIEW: "A clinician will look at this suggestion before you get it.",
+    DeliveryState.HELD: "You will get this suggestion when your quiet hours end.",
+    DeliveryState.BLOCKED: "This suggestion was withdrawn.",
+}
 
 REASON_MESSAGES = {
     "chosen": "Here is a suggestion for you.",
@@ -103,7 +122,10 @@ REASON_MESSAGES = {
 
 
 class FeedbackSerializer(serializers.Serializer):
-    action = serializers.ChoiceField(choices=["opened", "done", "dismissed", "snoozed"])
+    action = serializers.ChoiceField(
+        choices=["opened", "done", "dismissed", "snoozed", "not_for_me"],
+        help_text="not_for_me: this nudge is not right for me (stops it, tells my clinicians).",
+    )
     until = serializers.DateTimeField(required=False)
 
 

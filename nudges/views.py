@@ -47,8 +47,8 @@ class NudgeListView(PatientView):
     @extend_schema(responses=s.NudgeSerializer(many=True), summary="The patient's current nudges")
     def get(self, request: Request) -> Response:
         nudges = list(current_nudges(self.patient, now=timezone.now()))
-        deliveries_mark_delivered(deliveries=nudges, actor="inbox")
-        return Response(s.NudgeSerializer(nudges, many=True).data)
+        shown = deliveries_mark_delivered(deliveries=nudges, actor="inbox")
+        return Response(s.NudgeSerializer(shown, many=True).data)
 
 
 class DecisionView(PatientView):

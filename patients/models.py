@@ -66,6 +66,9 @@ class Patient(BaseModel):
     quiet_end = models.TimeField(default=dt.time(7, 0))
     snoozed_until = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
+    # Set when the medical groups were last derived from the codes (safety); until then the
+    # groups are unknown and every nudge needs a clinician's review.
+    groups_refreshed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["pseudonym"]

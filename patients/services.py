@@ -12,6 +12,7 @@ from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from core.errors import ApplicationError
+from patients.codes import invalid_codes, normalise
 from patients.models import (
     CarePlanGoal,
     Condition,
@@ -46,6 +47,11 @@ def patients_create(*, records: Sequence[NewPatient]) -> list[tuple[Patient, str
     for record in records:
         _check_timezone(record.timezone)
         _check_goals(record.goals)
+        errors = invalid_codes(
+            conditions=list(record.conditions), medications=list(record.medications)
+        )
+        if errors:
+            raise ApplicationError("Invalid codes in the record.", fields=errors)
     user_model = get_user_model()
     users = [user_model(username=r.pseudonym, password=make_password(None)) for r in records]
     user_model.objects.bulk_create(users)
@@ -59,8 +65,13 @@ def patients_create(*, records: Sequence[NewPatient]) -> list[tuple[Patient, str
     goals, conditions, medications, consents, events, tokens = [], [], [], [], [], []
     for r, patient in zip(records, patients, strict=True):
         goals += [CarePlanGoal(patient=patient, goal=g, weight=w) for g, w in r.goals.items()]
-        conditions += [Condition(patient=patient, code=c) for c in sorted(set(r.conditions))]
-        medications += [Medication(patient=patient, code=m) for m in sorted(set(r.medications))]
+        conditions += [
+            Condition(patient=patient, code=c) for c in sorted({normalise(c) for c in r.conditions})
+        ]
+        medications += [
+            Medication(patient=patient, code=m)
+            for m in sorted({normalise(m) for m in r.medications})
+        ]
         for purpose in Purpose.values:
             granted = bool(r.consents.get(purpose, True))
             consents.append(Consent(patient=patient, purpose=purpose, granted=granted))

@@ -5,10 +5,13 @@ import os
 from dataclasses import dataclass
 
 import pytest
+from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
-from nudges.services.catalogue import templates_load
-from safety.services import medical_groups_load
+from clinicians.roles import CLINICIAN
+from nudges.models import Template, TemplateStatus
+from nudges.services.catalogue import templates_load, templates_signoff
+from safety.services import medical_groups_load, ruleset_load_file
 from tests.factories import UserFactory, make_clinician, make_patient, token_for
 
 
@@ -35,10 +38,31 @@ def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def
                 item.add_marker(pytest.mark.skip(reason=f"needs {marker}; see docs/operations.md"))
 
 
+def load_catalogue() -> None:
+    """Groups, the shipped rule set (active) and the template catalogue, signed off."""
+    medical_groups_load()
+    ruleset_load_file()
+    templates_load()
+    signer = UserFactory(username="catalogue-signer")
+    signer.groups.add(Group.objects.get(name=CLINICIAN))
+    templates_signoff(
+        templates=list(Template.objects.filter(status=TemplateStatus.PENDING)), by=signer
+    )
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):  # type: ignore[no-untyped-def]
+    """The catalogue is loaded once into the test database; each test's transaction rolls
+    back to it."""
+    with django_db_blocker.unblock():
+        load_catalogue()
+
+
 @pytest.fixture(autouse=True)
 def catalogue(db):  # type: ignore[no-untyped-def]
-    medical_groups_load()
-    templates_load()
+    """Transactional tests empty the database when they end: reload after one of them."""
+    if not Template.objects.filter(status=TemplateStatus.ACTIVE).exists():
+        load_catalogue()
 
 
 @dataclass

@@ -4,9 +4,11 @@ import itertools
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 
-from clinicians.models import Clinician
+from clinicians.access import clinician_groups_set
+from clinicians.roles import CLINICIAN, SAFETY_LEAD
 from patients.services import NewPatient, patients_create
 from safety.models import MedicalGroup
 from safety.services import patients_groups_refresh
@@ -50,6 +52,7 @@ def make_patient(
     )
     [(patient, token)] = patients_create(records=[record])
     patients_groups_refresh(patient_ids=[patient.pk])
+    patient.refresh_from_db()
     if quiet is None:
         import datetime as dt
 
@@ -76,9 +79,16 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 
 def make_clinician(username: str, groups: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """A staff user with the clinician role, covering `groups` (guardian grants)."""
     user = UserFactory(username=username)
-    clinician = Clinician.objects.create(user=user)
-    clinician.groups.set(MedicalGroup.objects.filter(slug__in=groups))
+    user.groups.add(Group.objects.get(name=CLINICIAN))
+    clinician_groups_set(user=user, groups=MedicalGroup.objects.filter(slug__in=groups))
+    return user
+
+
+def make_safety_lead(username: str):  # type: ignore[no-untyped-def]
+    user = UserFactory(username=username)
+    user.groups.add(Group.objects.get(name=SAFETY_LEAD))
     return user
 
 
@@ -86,19 +96,25 @@ def token_for(user) -> str:  # type: ignore[no-untyped-def]
     return Token.objects.get_or_create(user=user)[0].key
 
 
-def make_nudge(patient, *, at=None):  # type: ignore[no-untyped-def]
+def make_nudge(patient, *, at=None, review: bool = False):  # type: ignore[no-untyped-def]
     """A nudge made by the real decision service. The policy may choose not to nudge, so each
     try takes the next minute (a decision point is decided once) and a fresh seed. Tries go
-    forward in time: a moment before an earlier nudge would count as too soon after it."""
+    forward in time from the patient's latest decision: a moment before an earlier nudge
+    would count as too soon after it. Unless `review`, a nudge the rules send to review is
+    passed over (it would not reach the patient)."""
     import datetime as dt
 
     import numpy as np
+    from django.db.models import Max
     from django.utils import timezone
 
-    from nudges.models import Delivery, Outcome
+    from nudges.models import DecisionPoint, Delivery, DeliveryState, Outcome
     from nudges.services.decisions import decision_make
 
+    latest = DecisionPoint.objects.filter(patient=patient).aggregate(m=Max("moment"))["m"]
     at = at or timezone.now()
+    if latest is not None and latest >= at:
+        at = latest + dt.timedelta(minutes=1)
     for attempt in range(240):
         decision, created = decision_make(
             patient=patient,
@@ -106,8 +122,10 @@ def make_nudge(patient, *, at=None):  # type: ignore[no-untyped-def]
             rng=np.random.default_rng(attempt),
         )
         if created and decision.outcome == Outcome.NUDGE:
-            return Delivery.objects.select_related("template").get(decision=decision)
-    raise AssertionError("the policy never chose a nudge")
+            delivery = Delivery.objects.select_related("template").get(decision=decision)
+            if review == (delivery.state == DeliveryState.AWAITING_REVIEW):
+                return delivery
+    raise AssertionError("the policy never chose such a nudge")
 
 
 _row_minutes = itertools.count()

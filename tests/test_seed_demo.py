@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import transaction
 from django.db.models import Count, Q
 from rest_framework.test import APIClient
 
@@ -36,7 +37,8 @@ def seeded(tmp_path):  # type: ignore[no-untyped-def]
 def test_seeding_writes_every_login_to_the_credentials_file(seeded):
     credentials, _ = seeded
 
-    assert set(credentials) == {"patients", "clinicians", "compliance", "admin"}
+    assert set(credentials) == {"patients", "clinicians", "safety_leads", "compliance", "admin"}
+    assert len(credentials["safety_leads"]) == 2
     assert len(credentials["patients"]) == 30
     assert all(set(p) == {"pseudonym", "token"} for p in credentials["patients"])
     assert credentials["clinicians"]
@@ -83,11 +85,13 @@ def test_the_staff_passwords_work(seeded):
 
 def test_clinicians_cover_the_groups_listed_for_them(seeded):
     credentials, _ = seeded
-    from clinicians.models import Clinician
+    from django.contrib.auth import get_user_model
+
+    from clinicians.access import covered_groups
 
     for login in credentials["clinicians"]:
-        clinician = Clinician.objects.get(user__username=login["username"])
-        assert set(clinician.groups.values_list("slug", flat=True)) == set(login["groups"])
+        user = get_user_model().objects.get(username=login["username"])
+        assert set(covered_groups(user).values_list("slug", flat=True)) == set(login["groups"])
 
 
 def test_the_history_has_decisions_and_deliveries(seeded):
@@ -117,9 +121,29 @@ def test_every_nudge_in_the_history_was_a_candidate_with_a_positive_probability(
 
 
 def test_historical_deliveries_are_closed(seeded):
-    states = set(Delivery.objects.values_list("state", flat=True))
+    history = Delivery.objects.filter(decision__receipt__source="simulated_history")
+    states = set(history.values_list("state", flat=True))
 
+    assert history.exists()
     assert states <= {DeliveryState.DONE, DeliveryState.DISMISSED, DeliveryState.EXPIRED}
+
+
+def test_the_history_never_holds_a_nudge_the_rules_block_or_send_to_review(seeded):
+    from nudges.services.gate import gate_check
+
+    history = list(Delivery.objects.filter(decision__receipt__source="simulated_history"))
+    with transaction.atomic():  # the gate's lock lives as long as a transaction
+        results = gate_check(history)
+
+    assert history
+    assert all(result.passes for result in results.values())
+
+
+def test_seeding_ends_with_live_decisions_for_a_sample_of_patients(seeded):
+    live = Decision.objects.exclude(receipt__has_key="source")
+
+    assert live.exists()
+    assert all(d.receipt["safety"]["ruleset"] is not None for d in live if "safety" in d.receipt)
 
 
 def test_seeding_a_database_that_has_patients_is_refused(seeded, tmp_path):
@@ -153,7 +177,7 @@ def test_zero_days_seeds_patients_without_history(tmp_path):
     seed(tmp_path, patients=5, days=0)
 
     assert Patient.objects.count() == 5
-    assert not Decision.objects.exists()
+    assert not Decision.objects.filter(receipt__source="simulated_history").exists()
 
 
 @pytest.mark.parametrize(

@@ -1,21 +1,38 @@
-"""The template catalogue: loading the reviewed file, and the in-process snapshot every
-decision reads (rebuilt only when a template or the popularity table changes)."""
+"""The template catalogue: loading the reviewed file, clinicians' sign-off and emergency stop
+of templates, and the in-process snapshot every decision reads (rebuilt only when a template,
+the popularity table or the active rule set changes, or the day turns)."""
 
+import datetime as dt
 import json
 import threading
 from pathlib import Path
 
 import numpy as np
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
+from core.errors import ApplicationError
+from core.locks import safety_lock_exclusive
 from core.stamps import stamp_bump, stamps_read
+from nudges import lifecycle
 from nudges.decide import Snapshot, TemplateInfo
-from nudges.models import Template, TemplatePopularity
+from nudges.models import (
+    Delivery,
+    ReviewRequest,
+    ReviewState,
+    Template,
+    TemplatePopularity,
+    TemplateStatus,
+)
+from nudges.services.transitions import deliveries_block
+from safety.selectors import active_rule_set, compiled_rules
+from safety.services import RULES_STAMP
 
 TEMPLATES_FILE = Path(__file__).resolve().parent.parent / "data" / "templates.json"
 CATALOGUE_STAMP = "catalogue"
 POPULARITY_STAMP = "popularity"
-STAMPS = (CATALOGUE_STAMP, POPULARITY_STAMP)
+STAMPS = (CATALOGUE_STAMP, POPULARITY_STAMP, RULES_STAMP)
 DEFAULT_POPULARITY = 0.3
 
 _lock = threading.Lock()
@@ -25,7 +42,9 @@ _cached: Snapshot | None = None
 @transaction.atomic
 def templates_load(*, path: Path = TEMPLATES_FILE) -> int:
     """Create the templates of the reviewed catalogue file that do not exist yet (by slug and
-    version); an existing version is never edited in place. Returns how many were created."""
+    version); an existing version is never edited in place. New versions wait for a
+    clinician's sign-off (template_signoff) before any decision uses them. Returns how many
+    were created."""
     records = json.loads(path.read_text())
     existing = set(Template.objects.values_list("slug", "version"))
     fresh = [
@@ -45,16 +64,100 @@ def templates_load(*, path: Path = TEMPLATES_FILE) -> int:
     for template in fresh:
         template.full_clean()
     Template.objects.bulk_create(fresh)
-    if fresh:
-        stamp_bump(CATALOGUE_STAMP)
     return len(fresh)
 
 
+@transaction.atomic
+def template_signoff(*, template: Template, by: AbstractBaseUser) -> Template:
+    """A clinician signs a pending version off: it comes into use, and the version of the
+    same template in use until now is retired."""
+    [signed] = templates_signoff(templates=[template], by=by)
+    return signed
+
+
+@transaction.atomic
+def templates_signoff(*, templates: list[Template], by: AbstractBaseUser) -> list[Template]:
+    """Sign off several pending versions at once (e.g. a reviewed catalogue file): all or
+    none. At most one version per template."""
+    if not by.groups.filter(name="clinician").exists():
+        raise ApplicationError(
+            "Only a clinician may sign a template off.", code="permission_denied", status=403
+        )
+    locked = list(Template.objects.select_for_update().filter(pk__in=[t.pk for t in templates]))
+    for template in locked:
+        if template.status != TemplateStatus.PENDING:
+            raise ApplicationError(
+                f"Only a template awaiting sign-off can be signed off ({template} is "
+                f"{template.status}).",
+                code="not_pending",
+                status=409,
+            )
+    slugs = [t.slug for t in locked]
+    if len(set(slugs)) != len(slugs):
+        raise ApplicationError("Sign off one version per template at a time.", status=409)
+    now = timezone.now()
+    Template.objects.filter(slug__in=slugs, status=TemplateStatus.ACTIVE).update(
+        status=TemplateStatus.RETIRED, updated_at=now
+    )
+    Template.objects.filter(pk__in=[t.pk for t in locked]).update(
+        status=TemplateStatus.ACTIVE, signed_off_by=by, signed_off_at=now, updated_at=now
+    )
+    stamp_bump(CATALOGUE_STAMP)
+    for template in locked:
+        template.status, template.signed_off_by, template.signed_off_at = (
+            TemplateStatus.ACTIVE,
+            by,
+            now,
+        )
+    return locked
+
+
+@transaction.atomic
+def template_stop(*, template: Template, by: AbstractBaseUser, reason: str) -> int:
+    """Emergency stop: the template is out of use at once. Every delivery of it not yet in
+    the patient's app is blocked, and those in the app but not acted on are recalled
+    (blocked too, so the app stops showing them); their pending reviews are withdrawn. The
+    exclusive safety lock orders the stop against deliveries checking the gate. Returns how
+    many deliveries were blocked."""
+    if not reason.strip():
+        raise ApplicationError("Say why the template is stopped.", fields={"reason": "required"})
+    safety_lock_exclusive()
+    template = Template.objects.select_for_update().get(pk=template.pk)
+    if template.status not in (TemplateStatus.ACTIVE, TemplateStatus.PENDING):
+        raise ApplicationError(
+            f"This template is {template.status}; only one in use or pending can be stopped.",
+            code="not_stoppable",
+            status=409,
+        )
+    now = timezone.now()
+    template.status = TemplateStatus.STOPPED
+    template.stopped_by = by
+    template.stopped_at = now
+    template.stop_reason = reason.strip()[:300]
+    template.save(update_fields=["status", "stopped_by", "stopped_at", "stop_reason", "updated_at"])
+    stamp_bump(CATALOGUE_STAMP)
+    affected = list(
+        Delivery.objects.filter(
+            template=template, state__in=lifecycle.PENDING | lifecycle.RECALLABLE
+        ).values_list("pk", flat=True)
+    )
+    blocked = deliveries_block(
+        delivery_ids=affected,
+        from_states=lifecycle.PENDING | lifecycle.RECALLABLE,
+        actor="emergency_stop",
+        reason="template_stopped",
+    )
+    ReviewRequest.objects.filter(delivery_id__in=affected, state=ReviewState.PENDING).update(
+        state=ReviewState.WITHDRAWN, closed_at=now, updated_at=now
+    )
+    return blocked
+
+
 def catalogue_snapshot() -> Snapshot:
-    """The templates in use and their popularity, cached per process until a stamp moves.
-    Costs one small query when nothing changed."""
+    """The templates in use, their popularity and the rules in force, cached per process
+    until a stamp moves or the (UTC) day turns. Costs one small query when nothing changed."""
     global _cached
-    stamp = stamps_read(STAMPS)
+    stamp = (*stamps_read(STAMPS), timezone.now().astimezone(dt.UTC).date())
     snapshot = _cached
     if snapshot is not None and snapshot.stamp == stamp:
         return snapshot
@@ -64,7 +167,7 @@ def catalogue_snapshot() -> Snapshot:
         return _cached
 
 
-def _build_snapshot(stamp: tuple[int, ...]) -> Snapshot:
+def _build_snapshot(stamp: tuple) -> Snapshot:
     templates = _templates_in_use()
     column = {t.id: i for i, t in enumerate(templates)}
     m = len(templates)
@@ -85,15 +188,13 @@ def _build_snapshot(stamp: tuple[int, ...]) -> Snapshot:
         templates=tuple(templates),
         popularity_overall=overall,
         popularity_by_group=by_group,
+        rules=compiled_rules(active_rule_set(), day=stamp[-1]),
         stamp=stamp,
     )
 
 
 def _templates_in_use() -> list[TemplateInfo]:
-    """The newest active version of each slug, ordered by slug."""
-    latest: dict[str, Template] = {}
-    for template in Template.objects.filter(is_active=True).order_by("slug", "-version"):
-        latest.setdefault(template.slug, template)
+    """The signed-off version of each template (at most one per slug), ordered by slug."""
     return [
         TemplateInfo(
             id=t.id,
@@ -104,5 +205,5 @@ def _templates_in_use() -> list[TemplateInfo]:
             intensity=t.intensity,
             tags=frozenset(t.tags),
         )
-        for t in latest.values()
+        for t in Template.objects.filter(status=TemplateStatus.ACTIVE).order_by("slug")
     ]

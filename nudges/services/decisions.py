@@ -23,9 +23,11 @@ from nudges.models import (
 )
 from nudges.selectors import patient_facts
 from nudges.services.catalogue import catalogue_snapshot
-from nudges.services.deliveries import push_enqueue
+from nudges.services.reviews import review_open
+from nudges.services.transitions import push_enqueue
 from nudges.why import explain
 from patients.models import Patient, Purpose
+from safety.rules import Action
 
 
 def decision_settings() -> core.Settings:
@@ -58,17 +60,18 @@ def decision_make(
             point = DecisionPoint.objects.create(patient=patient, moment=moment, trigger=trigger)
             locked = Patient.objects.select_for_update().get(pk=patient.pk)
             now = now or timezone.now()
-            facts = patient_facts(locked, now=now)
+            snapshot = catalogue_snapshot()
+            facts = patient_facts(locked, now=now, ruleset_version=snapshot.ruleset_version)
             [outcome] = core.decide(
                 [facts],
-                catalogue_snapshot(),
+                snapshot,
                 now=now,
                 trigger=trigger,
                 settings=decision_settings(),
                 rng=rng or np.random.default_rng(secrets.randbits(64)),
                 context=[context or {}],
             )
-            return _persist(point, locked, facts, outcome, now), True
+            return _persist(point, locked, facts, outcome, snapshot, now), True
     except IntegrityError:
         existing = (
             Decision.objects.select_related("template", "delivery", "decision_point")
@@ -85,6 +88,7 @@ def _persist(
     patient: Patient,
     facts: core.PatientFacts,
     outcome: core.Outcome,
+    snapshot: core.Snapshot,
     now: dt.datetime,
 ) -> Decision:
     template = outcome.template
@@ -102,7 +106,7 @@ def _persist(
         receipt=outcome.receipt,
     )
     if template is not None:
-        _route(decision, patient, facts, outcome, now)
+        _route(decision, patient, facts, outcome, snapshot.ruleset_version, now)
     return decision
 
 
@@ -111,21 +115,33 @@ def _route(
     patient: Patient,
     facts: core.PatientFacts,
     outcome: core.Outcome,
+    ruleset_version: int | None,
     now: dt.datetime,
 ) -> Delivery:
-    """Create the delivery: held until the quiet hours end, else ready (and a push queued when
-    the patient consents to notifications)."""
-    assert outcome.template is not None
+    """Create the delivery: awaiting review when rules of the patient's groups ask for it
+    (and no standing approval covers it); else held until the quiet hours end; else ready,
+    with a push queued when the patient consents to notifications. Every later move towards
+    the patient passes the safety gate again."""
+    template, verdict = outcome.template, outcome.verdict
+    assert template is not None and verdict is not None
+    review = verdict.action == Action.REVIEW and not outcome.approved
     release = outcome.held_until
-    state = DeliveryState.HELD if release else DeliveryState.READY
+    if review:
+        state = DeliveryState.AWAITING_REVIEW
+    else:
+        state = DeliveryState.HELD if release else DeliveryState.READY
     delivery = Delivery.objects.create(
         created_at=now,
         decision=decision,
         patient=patient,
-        template_id=outcome.template.id,
+        template_id=template.id,
         state=state,
-        why=explain(goal=outcome.template.goal, agenda=facts.agenda),
-        due_at=release,
+        why=explain(goal=template.goal, agenda=facts.agenda),
+        note=" ".join(verdict.notes)[:300] if verdict.action == Action.ALLOW_WITH_NOTE else "",
+        ruleset_version=ruleset_version,
+        safety_action="approved" if outcome.approved else verdict.name,
+        safety_rules=list(verdict.rules),
+        due_at=None if review else release,
         expires_at=(release or now) + dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS),
     )
     DeliveryTransition.objects.create(
@@ -134,8 +150,10 @@ def _route(
         from_state=DeliveryState.PROPOSED,
         to_state=state,
         actor="engine",
-        reason="quiet_hours" if release else "",
+        reason="rule_review" if review else ("quiet_hours" if release else ""),
     )
-    if state == DeliveryState.READY and facts.consent.get(Purpose.NOTIFICATIONS):
+    if review:
+        review_open(delivery=delivery, verdict=verdict, ruleset_version=ruleset_version, now=now)
+    elif state == DeliveryState.READY and facts.consent.get(Purpose.NOTIFICATIONS):
         push_enqueue(delivery=delivery, now=now)
     return delivery

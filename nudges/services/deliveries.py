@@ -1,5 +1,6 @@
-"""Moves deliveries through their state machine. A move is a conditional UPDATE on the state
-the caller read, so two concurrent moves cannot both win; the loser gets a 409."""
+"""What happens to deliveries after the decision: the patient's feedback, the app fetching
+them, the release of nudges held by quiet hours, and expiry. Every move towards the patient
+passes the safety gate (nudges.services.gate) in the same transaction."""
 
 import datetime as dt
 from typing import Any
@@ -9,80 +10,61 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import ApplicationError, not_found
-from nudges import lifecycle
+from nudges.availability import quiet_hours_end
 from nudges.models import (
     Delivery,
     DeliveryState,
     DeliveryTransition,
-    PushMessage,
-    PushState,
+    ReviewKind,
+    ReviewRequest,
+    ReviewState,
+    TemplateDecline,
 )
 from nudges.selectors import deliveries_for_patient
-from patients.models import Patient
+from nudges.services.gate import gate_check, gate_enforce
+from nudges.services.reviews import feedback_review_open, review_open
+from nudges.services.transitions import cancel_pending_pushes, delivery_move, push_enqueue
+from patients.models import Patient, Purpose
+from patients.selectors import consent_snapshot
+
+__all__ = [
+    "delivery_move",
+    "push_enqueue",
+    "delivery_feedback",
+    "deliveries_mark_delivered",
+    "deliveries_release_held",
+    "deliveries_expire",
+]
 
 MAX_SNOOZE = dt.timedelta(days=7)
-
-
-@transaction.atomic
-def delivery_move(
-    *, delivery: Delivery, to_state: str, actor: str, reason: str = "", **fields: Any
-) -> Delivery:
-    """Move one delivery to to_state if the state machine allows it from the state it is in
-    now; record the move. Raises a 409 ApplicationError otherwise."""
-    from_state = delivery.state
-    if not lifecycle.can_move(from_state, to_state):
-        raise ApplicationError(
-            f"A nudge that is {from_state} cannot become {to_state}.",
-            code="illegal_transition",
-            status=409,
-        )
-    now = timezone.now()
-    changed = Delivery.objects.filter(pk=delivery.pk, state=from_state).update(
-        state=to_state, updated_at=now, **fields
-    )
-    if changed != 1:
-        raise ApplicationError(
-            "The nudge changed while this request was handled; reload it.",
-            code="conflict",
-            status=409,
-        )
-    DeliveryTransition.objects.create(
-        delivery=delivery, from_state=from_state, to_state=to_state, actor=actor, reason=reason
-    )
-    delivery.state = to_state
-    for name, value in fields.items():
-        setattr(delivery, name, value)
-    if from_state == DeliveryState.READY:
-        _cancel_pending_pushes([delivery.pk], now=now)
-    return delivery
-
-
-def _cancel_pending_pushes(delivery_ids: list[Any], *, now: dt.datetime) -> None:
-    """A push is only for a nudge still waiting to reach the phone; once the patient has it
-    (or it is gone) the pending push is moot."""
-    PushMessage.objects.filter(delivery_id__in=delivery_ids, state=PushState.PENDING).update(
-        state=PushState.CANCELLED, updated_at=now
-    )
-
-
-def push_enqueue(*, delivery: Delivery, now: dt.datetime) -> None:
-    PushMessage.objects.get_or_create(delivery=delivery, defaults={"next_attempt_at": now})
-
 
 FEEDBACK_STATES = {
     "opened": DeliveryState.OPENED,
     "done": DeliveryState.DONE,
     "dismissed": DeliveryState.DISMISSED,
     "snoozed": DeliveryState.SNOOZED,
+    "not_for_me": DeliveryState.DISMISSED,
 }
 
 
-@transaction.atomic
 def delivery_feedback(
     *, patient: Patient, delivery_id: Any, action: str, until: dt.datetime | None = None
 ) -> Delivery:
     """Record the patient's feedback on one of their own nudges. Another patient's nudge is
-    not found. Snoozing needs a time within the next seven days."""
+    not found. Snoozing needs a time within the next seven days. "not_for_me" dismisses the
+    nudge, stops that template for the patient and puts it before the clinicians of their
+    groups. Feedback on a nudge that has not reached the app yet passes the safety gate
+    first; one the gate stops is blocked (or sent to review) and answers 409 "gone"."""
+    with transaction.atomic():
+        delivery, stopped = _feedback(patient, delivery_id, action, until)
+    if stopped:
+        raise ApplicationError("This nudge is no longer available.", code="gone", status=409)
+    return delivery
+
+
+def _feedback(
+    patient: Patient, delivery_id: Any, action: str, until: dt.datetime | None
+) -> tuple[Delivery, bool]:
     delivery = (
         deliveries_for_patient(patient).select_related("template").filter(pk=delivery_id).first()
     )
@@ -103,51 +85,127 @@ def delivery_feedback(
         fields["opened_at"] = now
     else:
         fields["closed_at"] = now
+    if delivery.state == DeliveryState.READY:
+        result = gate_check([delivery], now=now)[delivery.pk]
+        if not gate_enforce(delivery, result, actor="gate", now=now):
+            return delivery, True
     if delivery.delivered_at is None:
         fields["delivered_at"] = now
-    return delivery_move(
+    delivery = delivery_move(
         delivery=delivery, to_state=to_state, actor="patient", reason=action, **fields
     )
-
-
-@transaction.atomic
-def deliveries_mark_delivered(*, deliveries: list[Delivery], actor: str) -> None:
-    """The app has received these nudges: ready -> delivered (see docs/delivery.md)."""
-    now = timezone.now()
-    candidates = [d.pk for d in deliveries if d.state == DeliveryState.READY]
-    if not candidates:
-        return
-    ids = set(
-        Delivery.objects.select_for_update()
-        .filter(pk__in=candidates, state=DeliveryState.READY)
-        .values_list("pk", flat=True)
-    )
-    ready = [d for d in deliveries if d.pk in ids]
-    Delivery.objects.filter(pk__in=ids).update(
-        state=DeliveryState.DELIVERED, delivered_at=now, updated_at=now
-    )
-    _cancel_pending_pushes(list(ids), now=now)
-    DeliveryTransition.objects.bulk_create(
-        DeliveryTransition(
-            delivery=d,
-            from_state=DeliveryState.READY,
-            to_state=DeliveryState.DELIVERED,
-            actor=actor,
-            reason="fetched",
+    if action == "not_for_me":
+        TemplateDecline.objects.get_or_create(
+            patient=patient, slug=delivery.template.slug, defaults={"delivery": delivery}
         )
-        for d in ready
+        feedback_review_open(delivery=delivery, now=now)
+    return delivery, False
+
+
+def deliveries_mark_delivered(*, deliveries: list[Delivery], actor: str) -> list[Delivery]:
+    """The app has received these nudges: ready -> delivered (see docs/delivery.md), each
+    after passing the safety gate. Returns the deliveries the app may show: those already
+    past ready, and those that passed; a nudge the gate stopped is left out."""
+    ready = [d for d in deliveries if d.state == DeliveryState.READY]
+    if not ready:
+        return deliveries
+    now = timezone.now()
+    stopped: set[Any] = set()
+    with transaction.atomic():
+        results = gate_check(ready, now=now)
+        passing = []
+        for delivery in ready:
+            if results[delivery.pk].passes:
+                passing.append(delivery)
+            else:
+                gate_enforce(delivery, results[delivery.pk], actor="gate", now=now)
+                stopped.add(delivery.pk)
+        ids = set(
+            Delivery.objects.select_for_update()
+            .filter(pk__in=[d.pk for d in passing], state=DeliveryState.READY)
+            .values_list("pk", flat=True)
+        )
+        Delivery.objects.filter(pk__in=ids).update(
+            state=DeliveryState.DELIVERED, delivered_at=now, updated_at=now
+        )
+        cancel_pending_pushes(list(ids), now=now)
+        DeliveryTransition.objects.bulk_create(
+            DeliveryTransition(
+                delivery_id=pk,
+                from_state=DeliveryState.READY,
+                to_state=DeliveryState.DELIVERED,
+                actor=actor,
+                reason="fetched",
+            )
+            for pk in ids
+        )
+    for delivery in deliveries:
+        if delivery.pk in ids:
+            delivery.state = DeliveryState.DELIVERED
+            delivery.delivered_at = now
+    return [d for d in deliveries if d.pk not in stopped]
+
+
+def delivery_release(*, delivery: Delivery, actor: str, reason: str, now: dt.datetime) -> bool:
+    """Move a held or just-approved delivery to ready through the gate, and queue its push
+    when the patient consents to notifications. Returns whether it was released. Call
+    inside a transaction."""
+    result = gate_check([delivery], now=now)[delivery.pk]
+    if not gate_enforce(delivery, result, actor="gate", now=now):
+        return False
+    delivery_move(
+        delivery=delivery,
+        to_state=DeliveryState.READY,
+        actor=actor,
+        reason=reason,
+        ruleset_version=result.ruleset_version,
+        expires_at=now + dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS),
     )
-    for d in ready:
-        d.state = DeliveryState.DELIVERED
-        d.delivered_at = now
+    if consent_snapshot(delivery.patient).get(Purpose.NOTIFICATIONS):
+        push_enqueue(delivery=delivery, now=now)
+    return True
+
+
+def delivery_after_review(*, delivery: Delivery, now: dt.datetime) -> str:
+    """Every group approved: the nudge goes on through the gate, held until the patient's
+    quiet hours end or ready now. If the rule set changed since the review was asked for,
+    the approval no longer counts and a new review is opened. Returns the new state. Call
+    inside a transaction."""
+    result = gate_check([delivery], now=now)[delivery.pk]
+    if result.action == "review":
+        assert result.verdict is not None
+        Delivery.objects.filter(pk=delivery.pk).update(ruleset_version=result.ruleset_version)
+        review_open(
+            delivery=delivery,
+            verdict=result.verdict,
+            ruleset_version=result.ruleset_version,
+            now=now,
+        )
+        return DeliveryState.AWAITING_REVIEW
+    if not gate_enforce(delivery, result, actor="gate", now=now):
+        return DeliveryState.BLOCKED
+    patient = delivery.patient
+    release = quiet_hours_end(
+        now, tz_name=patient.timezone, start=patient.quiet_start, end=patient.quiet_end
+    )
+    if release is None:
+        delivery_release(delivery=delivery, actor="clinician", reason="approved", now=now)
+        return delivery.state
+    delivery_move(
+        delivery=delivery,
+        to_state=DeliveryState.HELD,
+        actor="clinician",
+        reason="approved_quiet_hours",
+        due_at=release,
+        expires_at=release + dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS),
+    )
+    return DeliveryState.HELD
 
 
 def deliveries_release_held(*, now: dt.datetime | None = None, limit: int = 1000) -> int:
-    """Release nudges held by quiet hours whose time has come: held -> ready, and queue the
-    push for patients who consent to notifications. Each row is claimed on its own, so a
-    second sweeper running at once releases nothing twice."""
-    from patients.selectors import consent_snapshot
-
+    """Release nudges held by quiet hours whose time has come: held -> ready through the
+    safety gate. Each row is claimed on its own, so a second sweeper running at once
+    releases nothing twice."""
     now = now or timezone.now()
     due = list(
         Delivery.objects.filter(state=DeliveryState.HELD, due_at__lte=now)
@@ -156,19 +214,13 @@ def deliveries_release_held(*, now: dt.datetime | None = None, limit: int = 1000
     )
     released = 0
     for delivery in due:
-        with transaction.atomic():
-            try:
-                delivery_move(
-                    delivery=delivery,
-                    to_state=DeliveryState.READY,
-                    actor="beat",
-                    reason="quiet_hours_over",
+        try:
+            with transaction.atomic():
+                released += delivery_release(
+                    delivery=delivery, actor="beat", reason="quiet_hours_over", now=now
                 )
-            except ApplicationError:
-                continue
-            if consent_snapshot(delivery.patient).get("notifications"):
-                push_enqueue(delivery=delivery, now=now)
-            released += 1
+        except ApplicationError:
+            continue  # moved by someone else meanwhile
     return released
 
 
@@ -184,7 +236,7 @@ EXPIRING = (
 
 def deliveries_expire(*, now: dt.datetime | None = None, limit: int = 5000) -> int:
     """Expire what is past its deadline. A nudge awaiting review expires rather than being
-    approved by default."""
+    approved by default, and its review request with it."""
     now = now or timezone.now()
     due = list(
         Delivery.objects.filter(state__in=EXPIRING, expires_at__lte=now).order_by("expires_at")[
@@ -194,13 +246,19 @@ def deliveries_expire(*, now: dt.datetime | None = None, limit: int = 5000) -> i
     expired = 0
     for delivery in due:
         try:
-            delivery_move(
-                delivery=delivery,
-                to_state=DeliveryState.EXPIRED,
-                actor="beat",
-                reason="deadline",
-                closed_at=now,
-            )
+            with transaction.atomic():
+                delivery_move(
+                    delivery=delivery,
+                    to_state=DeliveryState.EXPIRED,
+                    actor="beat",
+                    reason="deadline",
+                    closed_at=now,
+                )
+                ReviewRequest.objects.filter(
+                    delivery=delivery,
+                    kind=ReviewKind.BEFORE_DELIVERY,
+                    state=ReviewState.PENDING,
+                ).update(state=ReviewState.EXPIRED, closed_at=now, updated_at=now)
             expired += 1
         except ApplicationError:
             continue

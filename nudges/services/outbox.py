@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from nudges.models import Delivery, DeliveryState, DeliveryTransition, PushMessage, PushState
 from nudges.push import PushError, get_provider, push_payload
+from nudges.services.gate import gate_check, gate_enforce
 
 logger = logging.getLogger(__name__)
 STALE_CLAIM = dt.timedelta(minutes=5)
@@ -51,7 +52,7 @@ def outbox_dispatch(*, limit: int = 200, now: dt.datetime | None = None) -> dict
 
 def _send_one(message_id: object, provider, now: dt.datetime) -> str:  # type: ignore[no-untyped-def]
     message = PushMessage.objects.select_related("delivery").get(pk=message_id)
-    if message.delivery.state != DeliveryState.READY:
+    if message.delivery.state != DeliveryState.READY or not _gate(message.delivery, now):
         PushMessage.objects.filter(pk=message_id).update(state=PushState.CANCELLED, updated_at=now)
         return "cancelled"
     try:
@@ -61,6 +62,15 @@ def _send_one(message_id: object, provider, now: dt.datetime) -> str:  # type: i
     except PushError as error:
         return _failed(message, error, now)
     with transaction.atomic():
+        # The push carries no content (the app fetches the nudge, through the gate again), but
+        # the move to delivered is re-checked here too, so a rule change or a stop that landed
+        # while the provider was called wins.
+        # A delivery that no longer passes is blocked or reviewed, so the update below skips it.
+        delivery = Delivery.objects.get(pk=message.delivery_id)
+        if delivery.state == DeliveryState.READY:
+            gate_enforce(
+                delivery, gate_check([delivery], now=now)[delivery.pk], actor="gate", now=now
+            )
         PushMessage.objects.filter(pk=message_id).update(
             state=PushState.SENT,
             sent_at=now,
@@ -81,6 +91,13 @@ def _send_one(message_id: object, provider, now: dt.datetime) -> str:  # type: i
                 reason="provider_accepted",
             )
     return "sent"
+
+
+def _gate(delivery: Delivery, now: dt.datetime) -> bool:
+    """Whether the nudge may still be pushed; if not, it is blocked or sent to review."""
+    with transaction.atomic():
+        result = gate_check([delivery], now=now)[delivery.pk]
+        return gate_enforce(delivery, result, actor="gate", now=now)
 
 
 def _failed(message: PushMessage, error: PushError, now: dt.datetime) -> str:

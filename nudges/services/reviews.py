@@ -1,0 +1,93 @@
+"""Opening review requests: a nudge that rules of the patient's groups send to review, and a
+patient's report that a nudge is not right for them. Deciding on them is clinicians' work
+(clinicians.services)."""
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from nudges.models import Delivery, ReviewKind, ReviewRequest, ReviewState
+from safety.models import GroupMembership, MedicalGroup, Rule
+from safety.rules import Verdict
+
+
+def rules_detail(codes: list[str], ruleset_version: int | None) -> list[dict[str, Any]]:
+    """What a clinician needs to know of each matched rule, copied from the rule set."""
+    rules = Rule.objects.filter(rule_set__version=ruleset_version, code__in=codes).prefetch_related(
+        "groups"
+    )
+    return [
+        {
+            "code": r.code,
+            "action": r.action,
+            "severity": r.severity,
+            "groups": sorted(g.slug for g in r.groups.all()),
+            "rationale": r.rationale,
+            "source": r.source_title,
+            "source_url": r.source_url,
+            "verified": r.verified,
+        }
+        for r in sorted(rules, key=lambda r: r.code)
+    ]
+
+
+@transaction.atomic
+def review_open(
+    *, delivery: Delivery, verdict: Verdict, ruleset_version: int | None, now: dt.datetime
+) -> ReviewRequest:
+    """A request for approval before delivery, needing a decision for each group whose rules
+    asked for review. The delivery waits (awaiting_review) until the review deadline, when it
+    expires rather than being approved."""
+    deadline = now + dt.timedelta(hours=settings.NUDGE_REVIEW_DEADLINE_HOURS)
+    Delivery.objects.filter(pk=delivery.pk).update(expires_at=deadline)
+    delivery.expires_at = deadline
+    request = ReviewRequest.objects.create(
+        delivery=delivery,
+        patient_id=delivery.patient_id,
+        kind=ReviewKind.BEFORE_DELIVERY,
+        severity=verdict.severity or "",
+        rules=rules_detail(list(verdict.rules), ruleset_version),
+        ruleset_version=ruleset_version,
+        deadline=deadline,
+    )
+    groups = list(verdict.groups)
+    if not groups and verdict.error:
+        # Fail-closed review (e.g. the patient's groups are unknown): any clinician may decide.
+        request.rules = [
+            {"code": verdict.error, "action": "review", "rationale": _ERRORS[verdict.error]}
+        ]
+        request.save(update_fields=["rules"])
+    request.groups.set(MedicalGroup.objects.filter(slug__in=groups))
+    return request
+
+
+_ERRORS = {
+    "patient_groups_unknown": "The patient's medical groups could not be established.",
+    "no_active_rule_set": "No rule set is active.",
+    "evaluation_error": "The rules could not be evaluated for this nudge.",
+}
+
+
+@transaction.atomic
+def feedback_review_open(*, delivery: Delivery, now: dt.datetime) -> ReviewRequest:
+    """The patient said the nudge is not right for them: the clinicians of their groups get
+    it to look at (no deadline)."""
+    request, _ = ReviewRequest.objects.get_or_create(
+        delivery=delivery,
+        kind=ReviewKind.PATIENT_FEEDBACK,
+        state=ReviewState.PENDING,
+        defaults={
+            "patient_id": delivery.patient_id,
+            "severity": "",
+            "rules": [],
+            "ruleset_version": delivery.ruleset_version,
+        },
+    )
+    request.groups.set(
+        MedicalGroup.objects.filter(
+            pk__in=GroupMembership.objects.filter(patient_id=delivery.patient_id).values("group_id")
+        )
+    )
+    return request
