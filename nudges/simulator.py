@@ -189,21 +189,86 @@ def _group_modifiers(
 
 @dataclass
 class History:
-    """What the engine can observe so far, per patient and template."""
+    """What the engine can observe so far, per patient and template: totals, and the
+    decayed counts the recommender's features use (nudges.features), kept with exact
+    exponential decay between decision times (in days) so they equal a replay of the log."""
 
     sent: np.ndarray  # (n, m) nudges delivered
     acted: np.ndarray  # (n, m) acted on
     last_sent_day: np.ndarray  # (n, m), -10**6 when never
     daily_sent: np.ndarray  # (n, 7): nudges on each of the last 7 days, newest first
+    joined: np.ndarray  # (n,) enrolment day
+    time: float = 0.0  # days, the moment the decayed counts are at
+    last_sent_time: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    last_goal_time: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    decayed: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, n: int, m: int) -> "History":
+    def empty(cls, n: int, m: int, joined: np.ndarray | None = None) -> "History":
         return cls(
             sent=np.zeros((n, m)),
             acted=np.zeros((n, m)),
             last_sent_day=np.full((n, m), -(10**6)),
             daily_sent=np.zeros((n, 7)),
+            joined=np.zeros(n) if joined is None else np.asarray(joined, dtype=float),
+            last_sent_time=np.full((n, m), np.nan),
+            last_goal_time=np.full((n, len(GOALS)), np.nan),
+            decayed={
+                name: np.zeros(shape)
+                for name, shape in {
+                    "sent_3d": (n,),
+                    "acts_7d": (n,),
+                    "sent_14d": (n,),
+                    "acts_14d": (n,),
+                    "pair_sent_7d": (n, m),
+                    "pair_acted_14d": (n, m),
+                    "category_sent_14d": (n, len(CATEGORIES)),
+                    "category_acts_14d": (n, len(CATEGORIES)),
+                }.items()
+            },
         )
+
+    def advance(self, time: float) -> None:
+        """Decay every count to `time`."""
+        elapsed = time - self.time
+        if elapsed > 0:
+            for name, values in self.decayed.items():
+                values *= np.exp(-elapsed / DECAY_DAYS[name])
+            self.time = time
+
+    def record(
+        self,
+        rows: np.ndarray,
+        actions: np.ndarray,
+        acted: np.ndarray,
+        category: np.ndarray,
+        goal: np.ndarray,
+    ) -> None:
+        """Nudges `actions` sent to patients `rows` now; `acted` says which were acted on."""
+        d = self.decayed
+        ones, acts = np.ones(len(rows)), acted.astype(float)
+        np.add.at(d["sent_3d"], rows, ones)
+        np.add.at(d["acts_7d"], rows, acts)
+        np.add.at(d["sent_14d"], rows, ones)
+        np.add.at(d["acts_14d"], rows, acts)
+        np.add.at(d["pair_sent_7d"], (rows, actions), ones)
+        np.add.at(d["pair_acted_14d"], (rows, actions), acts)
+        np.add.at(d["category_sent_14d"], (rows, category[actions]), ones)
+        np.add.at(d["category_acts_14d"], (rows, category[actions]), acts)
+        self.last_sent_time[rows, actions] = self.time
+        self.last_goal_time[rows, goal[actions]] = self.time
+
+
+DECAY_DAYS = {
+    "sent_3d": 3.0,
+    "acts_7d": 7.0,
+    "sent_14d": 14.0,
+    "acts_14d": 14.0,
+    "pair_sent_7d": 7.0,
+    "pair_acted_14d": 14.0,
+    "category_sent_14d": 14.0,
+    "category_acts_14d": 14.0,
+}
 
 
 @dataclass(frozen=True)
@@ -237,6 +302,8 @@ class Step:
     acted: np.ndarray
     dismissed: np.ndarray
     draws: np.ndarray  # the uniform draw that chose each action
+    values: np.ndarray | None = None  # (k, m + 1) true expected reward of every action
+    reward: np.ndarray | None = None  # (k,) agenda-weighted health the action added
 
 
 Policy = Callable[[Observation], np.ndarray]
@@ -341,7 +408,7 @@ def simulate(
     health = np.zeros((n, n_goals))
     kernel = np.asarray(p.lag_kernel)
     pending = np.zeros((n, n_goals, len(kernel)))
-    history = History.empty(n, m)
+    history = History.empty(n, m, joined)
     log = SimLog()
     engaged_days = np.zeros(n)
     horizon = 0.0
@@ -353,6 +420,7 @@ def simulate(
             rows = np.flatnonzero(present)
             if len(rows) == 0:
                 break
+            history.advance(day + SLOT_HOURS[slot] / 24.0)
             mask = allowed[rows] & (day - history.last_sent_day[rows] > repeat_window_days)
             p_act = act_probability(
                 world, rows, slot=slot, weekday=weekday, habituation=habituation, burden=burden
@@ -375,23 +443,26 @@ def simulate(
                 nudged & (rng.random(len(rows)) < _sigmoid(_logit(chosen_p) + p.open_lift))
             )
             dismissed = nudged & ~acted & (rng.random(len(rows)) < p.dismiss_share)
-            step = Step(obs, probs, action, opened, acted, dismissed, draws)
-            _record(log, step, values, keep_probabilities)
-            if on_step is not None:
-                on_step(step)
-            r, a = rows[nudged], action[nudged]
-            habituation[r, a] += 1.0
-            burden[r] += world.burden[a]
-            today[r] += 1
-            history.sent[r, a] += 1
-            history.last_sent_day[r, a] = day
             ra, aa = rows[acted], action[acted]
-            history.acted[ra, aa] += 1
             gain = (
                 world.effect[aa]
                 * world.sensitivity[ra, world.catalogue.goal[aa]]
                 * world.group_effect[ra, aa]
             )
+            reward = np.zeros(len(rows))
+            reward[acted] = gain * world.template_weights()[ra, aa]
+            step = Step(obs, probs, action, opened, acted, dismissed, draws, values, reward)
+            _record(log, step, values, keep_probabilities)
+            if on_step is not None:
+                on_step(step)
+            r, a = rows[nudged], action[nudged]
+            history.record(r, a, acted[nudged], world.catalogue.category, world.catalogue.goal)
+            habituation[r, a] += 1.0
+            burden[r] += world.burden[a]
+            today[r] += 1
+            history.sent[r, a] += 1
+            history.last_sent_day[r, a] = day
+            history.acted[ra, aa] += 1
             np.add.at(pending, (ra, world.catalogue.goal[aa]), gain[:, None] * kernel[None, :])
         # End of the day: lagged effects land, measures are taken, traits decay, some leave.
         health = p.health_decay * health + pending[:, :, 0]
