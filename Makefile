@@ -22,6 +22,7 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py seed_demo --if-empty --credentials .demo/credentials.json
+	$(PY) manage.py train_model --if-none
 	PORT=$(PORT) bash scripts/serve.sh
 
 test: install

@@ -31,6 +31,14 @@ def _development_secret(name: str) -> str:
 
 
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "") or _development_secret("DJANGO_SECRET_KEY")
+# The key of patient pseudonyms (privacy/pseudonyms.py); its version is part of every
+# pseudonym, so a new key gets a new version.
+PSEUDONYM_KEY_VERSION = env_str("PSEUDONYM_KEY_VERSION", "1")
+if not PSEUDONYM_KEY_VERSION.isalnum():
+    raise ImproperlyConfigured("PSEUDONYM_KEY_VERSION must be letters and digits only.")
+PSEUDONYM_KEYS = {
+    PSEUDONYM_KEY_VERSION: env_str("PSEUDONYM_KEY", "") or _development_secret("PSEUDONYM_KEY")
+}
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "http://localhost,http://127.0.0.1")
@@ -204,3 +212,14 @@ if NUDGE_ENV == "production":
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# The recommender (docs/recommender.md). Models live as files under NUDGE_MODELS_DIR; the
+# registry (nudges.ModelVersion) names the champion. Experiment arms are assigned by a keyed
+# hash of the pseudonym: sticky, and not guessable without the key.
+NUDGE_MODELS_DIR = Path(env_str("NUDGE_MODELS_DIR", str(DATA_DIR / "models")))
+NUDGE_MIN_TENURE_DAYS = env_int("NUDGE_MIN_TENURE_DAYS", 7, minimum=0)
+NUDGE_TRAINING_DAYS = env_int("NUDGE_TRAINING_DAYS", 90, minimum=7)
+NUDGE_EXPERIMENT = env_str("NUDGE_EXPERIMENT", "agenda-1")
+NUDGE_ARMS = env_str("NUDGE_ARMS", "treatment:80,control:15,holdout:5")
+EXPERIMENT_KEY = env_str("EXPERIMENT_KEY", "") or _development_secret("EXPERIMENT_KEY")
+CELERY_BEAT_SCHEDULE["train-model"] = {"task": "nudges.tasks.model_train", "schedule": 24 * 3600.0}

@@ -19,3 +19,6 @@ STATIC_ROOT = DATA_DIR / "static"  # noqa: F405
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+# Every test patient in the treatment arm unless a test says otherwise (arms come from a keyed
+# hash, so a holdout patient would otherwise never get a nudge).
+NUDGE_ARMS = "treatment:100"

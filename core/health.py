@@ -1,7 +1,10 @@
 """Liveness and readiness. /healthz answers while the process runs; /readyz checks that the
-database and the Celery broker answer, and says which one did not (503)."""
+database and the Celery broker answer, and says which one did not (503). Apps may register
+checks of parts that can degrade without stopping the service (the recommender falls back to
+the baseline): those are reported, with a 200, under "degraded"."""
 
 import logging
+from collections.abc import Callable
 
 from django.db import connection
 from django.http import JsonResponse
@@ -11,6 +14,13 @@ from django.views.decorators.http import require_GET
 from config.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
+_degradation_checks: list[Callable[[], dict[str, str]]] = []
+
+
+def register_degradation_check(check: Callable[[], dict[str, str]]) -> None:
+    """`check` returns {part: "ok" | "degraded", ...}; called by /readyz when the database
+    answers."""
+    _degradation_checks.append(check)
 
 
 def _database_ok() -> bool:
@@ -44,8 +54,21 @@ def healthz(request):  # type: ignore[no-untyped-def]
 def readyz(request):  # type: ignore[no-untyped-def]
     checks = {"database": _database_ok(), "broker": _broker_ok()}
     ready = all(checks.values())
-    body = {
+    body: dict = {
         "status": "ready" if ready else "unavailable",
         "checks": {name: "ok" if ok else "unreachable" for name, ok in checks.items()},
     }
+    if checks["database"]:
+        parts: dict[str, str] = {}
+        for check in _degradation_checks:
+            try:
+                parts.update(check())
+            except Exception:
+                logger.warning("readiness: a degradation check failed", exc_info=False)
+                parts["checks"] = "degraded"
+        body["parts"] = parts
+        degraded = sorted(k for k, v in parts.items() if v == "degraded")
+        if degraded and ready:
+            body["status"] = "degraded"
+            body["degraded"] = degraded
     return JsonResponse(body, status=200 if ready else 503)

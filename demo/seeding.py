@@ -463,6 +463,8 @@ class _HistoryWriter:
                     self.template_ids[action] if chosen else None,
                     self.versions[action] if chosen else None,
                     float(probs[action]),
+                    "",  # arm: the history predates the experiment
+                    "",  # model version: the baseline decided
                     db.json(receipt),
                 )
             )
@@ -572,6 +574,8 @@ TABLES: dict[str, tuple[type, list[str]]] = {
             "template",
             "template_version",
             "propensity",
+            "arm",
+            "model_version",
             "receipt",
         ],
     ),

@@ -7,23 +7,32 @@ Safety runs before the policy: a blocked template is removed from the candidates
 probability is exactly 0, whatever the policy or its exploration does."""
 
 import datetime as dt
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from nudges import baseline
+from nudges import agenda, baseline
+from nudges import features as F
 from nudges.availability import (
     AvailabilityInput,
     DeliveryLimits,
     quiet_hours_end,
     unavailable_reason,
 )
+from nudges.why import explain, explain_model
 from safety.rules import Action, CompiledRules, Verdict, approval_covers, evaluate_all
 
+if TYPE_CHECKING:
+    from nudges.recommender import ModelBundle
+
+logger = logging.getLogger(__name__)
+
 RECEIPT_VERSION = 1
+HOLDOUT_POLICY = ("holdout", "holdout-1")  # the experiment's no-nudge arm
 # Probabilities in receipts keep 7 decimals (the propensity floor is 0.01, so the relative
 # error of an importance weight stays under 1e-5); Decision.propensity keeps full precision.
 PROBABILITY_DECIMALS = 7
@@ -121,6 +130,27 @@ class PatientFacts:
     declined: frozenset[str] = frozenset()  # templates the patient said are not for them
     # template slug -> groups whose clinicians gave a standing approval (safety.selectors)
     approved: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    arm: str = "treatment"  # experiment arm: treatment (the model), control, holdout
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the recommender needs beyond the facts, per decision row, for every template of
+    the snapshot (columns): built by the service from the patients' records."""
+
+    context: F.Context
+    patient: F.PatientHistory
+    pair: Mapping[str, np.ndarray]  # PairHistory field -> (n, m)
+
+
+@dataclass(frozen=True)
+class Recommender:
+    """The champion model as decisions use it: the bundle, and each snapshot template's
+    index in the model's schema (-1: a template the model has not seen)."""
+
+    bundle: "ModelBundle"
+    schema_index: np.ndarray
+    min_tenure_days: float = 7.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +172,10 @@ class Outcome:
     held_until: dt.datetime | None = None  # quiet hours: deliver at this time
     verdict: Verdict | None = None  # safety's verdict on the chosen template
     approved: bool = False  # a standing approval covers the review the verdict asks for
+    policy: tuple[str, str] = (baseline.POLICY_NAME, baseline.POLICY_VERSION)
+    arm: str = ""
+    model_version: str = ""
+    why: str | None = None  # the patient's "why", when the model explains the choice
 
 
 def decide(
@@ -153,9 +187,15 @@ def decide(
     settings: Settings,
     rng: np.random.Generator,
     context: Sequence[Mapping[str, Any]] | None = None,
+    recommender: Recommender | None = None,
+    inputs: ModelInputs | None = None,
+    model_problem: str | None = None,
 ) -> list[Outcome]:
     """Decide for each patient in `facts` at `now`. Unavailable patients get their reason;
-    the others get baseline probabilities over their candidates and a draw."""
+    the others get probabilities over their candidates (after safety) and a draw: from the
+    agenda policy of `recommender`, or from the baseline for the control arm, without
+    personalisation consent, for a new patient or template, or when there is no usable model
+    (the receipt's `fallback` says which); the holdout arm gets no nudge."""
     n, m = len(facts), len(snapshot)
     triggers = [trigger] * n if isinstance(trigger, str) else list(trigger)
     contexts = list(context) if context is not None else [{}] * n
@@ -176,9 +216,18 @@ def decide(
         receipts[i]["safety"] = safety_receipt(snapshot, table, weights[i] > 0, f.approved)
     scores = baseline.scores(weights, popularity)
     probabilities = baseline.probabilities(scores, mask, params=settings.params)
+    plan = _plan(facts, reasons, mask, recommender, inputs, model_problem)
+    model_rows = np.flatnonzero(plan.policy == "agenda")
+    scored = _agenda(model_rows, mask, recommender, inputs, plan) if len(model_rows) else None
+    if scored is not None:
+        probabilities[model_rows] = scored.probabilities
+        scores[model_rows] = scored.scores
+    holdout = plan.policy == "holdout"
+    probabilities[holdout] = 0.0
+    probabilities[holdout, m] = 1.0
     draws = rng.random(n)
     chosen = baseline.draw(probabilities, draws)
-    return [
+    outcomes = [
         _outcome(
             facts[i],
             snapshot,
@@ -194,6 +243,193 @@ def decide(
         )
         for i in range(n)
     ]
+    _annotate(outcomes, plan, chosen, scored, recommender, facts, snapshot, m)
+    return outcomes
+
+
+@dataclass
+class _Plan:
+    policy: np.ndarray  # per row: agenda, baseline, holdout
+    fallback: list[str | None]
+    arm: list[str]
+
+
+def _plan(
+    facts: Sequence[PatientFacts],
+    reasons: list[str | None],
+    mask: np.ndarray,
+    recommender: Recommender | None,
+    inputs: ModelInputs | None,
+    model_problem: str | None,
+) -> _Plan:
+    """Which policy decides each row, and why not the model when it does not."""
+    n = len(facts)
+    policy = np.full(n, "baseline", dtype=object)
+    fallback: list[str | None] = [None] * n
+    for i, f in enumerate(facts):
+        if reasons[i] is not None:
+            continue
+        if f.arm == "holdout":
+            policy[i] = "holdout"
+        elif f.arm == "control":
+            pass
+        elif not f.consent.get("personalisation", False):
+            fallback[i] = "no_personalisation_consent"
+        elif recommender is None or inputs is None:
+            fallback[i] = model_problem or "no_model"
+        elif inputs.context.tenure_days[i] < recommender.min_tenure_days:
+            fallback[i] = "new_patient"
+        elif (mask[i] & (recommender.schema_index < 0)).any():
+            fallback[i] = "new_template"
+        elif mask[i].any():
+            policy[i] = "agenda"
+    return _Plan(policy=policy, fallback=fallback, arm=[f.arm for f in facts])
+
+
+@dataclass
+class _Scored:
+    rows: np.ndarray
+    scores: np.ndarray  # (len(rows), m), agenda scores (NaN off the candidates)
+    probabilities: np.ndarray  # (len(rows), m + 1)
+    features: np.ndarray  # features of the candidate pairs
+    pair_row: np.ndarray  # index into rows of each pair
+    pair_column: np.ndarray
+    p_act: np.ndarray
+    effect: np.ndarray
+
+
+def _agenda(
+    rows: np.ndarray,
+    mask: np.ndarray,
+    recommender: Recommender | None,
+    inputs: ModelInputs | None,
+    plan: _Plan,
+) -> _Scored | None:
+    """Scores and probabilities of the agenda policy for `rows`, all candidate pairs at once.
+    Any failure of the model sends these rows to the baseline (fallback model_error)."""
+    assert recommender is not None and inputs is not None
+    bundle = recommender.bundle
+    try:
+        pair_row, column = np.nonzero(mask[rows])
+        decision = rows[pair_row]
+        pair = F.PairHistory(
+            **{name: values[decision, column] for name, values in inputs.pair.items()}
+        )
+        features = F.assemble(
+            bundle.schema,
+            inputs.context,
+            inputs.patient,
+            decision,
+            recommender.schema_index[column],
+            pair,
+        )
+        p_act, effect = bundle.predict(features)
+        names = bundle.schema.names
+        value = agenda.agenda_scores(
+            goal_weight=np.nan_to_num(features[:, names.index("goal_weight")]),
+            p_act=p_act,
+            effect=effect,
+            intensity=np.nan_to_num(features[:, names.index("intensity")], nan=1).astype(int),
+            days_since_goal=features[:, names.index("days_since_goal")],
+            params=bundle.params,
+        )
+        m = mask.shape[1]
+        table = np.full((len(rows), m), -np.inf)
+        table[pair_row, column] = value
+        probabilities = agenda.agenda_probabilities(table, mask[rows], bundle.params)
+        if not np.isfinite(probabilities).all():
+            raise ValueError("non-finite probabilities")
+    except Exception as error:  # fail over to the baseline, never to no decision
+        logger.error("model scoring failed (%s); baseline used", type(error).__name__)
+        for i in rows:
+            plan.policy[i] = "baseline"
+            plan.fallback[i] = "model_error"
+        return None
+    return _Scored(
+        rows=rows,
+        scores=np.where(np.isfinite(table), table, np.nan),
+        probabilities=probabilities,
+        features=features,
+        pair_row=pair_row,
+        pair_column=column,
+        p_act=p_act,
+        effect=effect,
+    )
+
+
+def _annotate(
+    outcomes: list[Outcome],
+    plan: _Plan,
+    chosen: np.ndarray,
+    scored: _Scored | None,
+    recommender: Recommender | None,
+    facts: Sequence[PatientFacts],
+    snapshot: Snapshot,
+    m: int,
+) -> None:
+    """Record in each receipt which policy decided and why; for a nudge the model chose, its
+    predictions and the per-feature contributions behind it, and the patient's "why"."""
+    model_at = {int(r): k for k, r in enumerate(scored.rows)} if scored is not None else {}
+    explain_pairs: list[tuple[int, int]] = []
+    for i, out in enumerate(outcomes):
+        receipt = out.receipt
+        out.arm = plan.arm[i]
+        receipt["arm"] = plan.arm[i]
+        if out.outcome == "not_available":
+            continue
+        if plan.policy[i] == "holdout":
+            out.outcome, out.reason, out.template, out.verdict = "no_nudge", "holdout", None, None
+            out.policy = HOLDOUT_POLICY
+            receipt.update(outcome="no_nudge", reason="holdout", chosen=None)
+            receipt["policy"] = {"name": HOLDOUT_POLICY[0], "version": HOLDOUT_POLICY[1]}
+            out.held_until = None
+        if plan.fallback[i]:
+            receipt["fallback"] = plan.fallback[i]
+        if i not in model_at or recommender is None:
+            continue
+        version = recommender.bundle.version
+        out.policy = ("agenda", version)
+        out.model_version = version
+        receipt["policy"] = {"name": "agenda", "version": version}
+        receipt["model"] = version
+        if out.template is not None and chosen[i] < m:
+            explain_pairs.append((i, int(chosen[i])))
+    if scored is None or not explain_pairs:
+        return
+    assert recommender is not None
+    # Pairs come from np.nonzero, so (row within scored.rows, column) keys are sorted.
+    position_of_row = {int(r): k for k, r in enumerate(scored.rows)}
+    keys = scored.pair_row * m + scored.pair_column
+    wanted = np.array([position_of_row[i] * m + c for i, c in explain_pairs])
+    pairs = np.searchsorted(keys, wanted).tolist()
+    contributions = recommender.bundle.contributions(scored.features[pairs])
+    names = recommender.bundle.schema.names
+    for (i, column), k, contribution in zip(explain_pairs, pairs, contributions, strict=True):
+        out, f = outcomes[i], facts[i]
+        receipt = out.receipt
+        receipt["prediction"] = {
+            "p_act": round(float(scored.p_act[k]), 4),
+            "effect": round(float(scored.effect[k]), 4),
+        }
+        top = np.argsort(-np.abs(contribution[:-1]))[:5]
+        receipt["explanation"] = [
+            {
+                "feature": names[j],
+                "value": None
+                if not np.isfinite(scored.features[k, j])
+                else round(float(scored.features[k, j]), 3),
+                "contribution": round(float(contribution[j]), 4),
+            }
+            for j in top
+        ]
+        out.why = explain_model(
+            goal=snapshot.templates[column].goal,
+            category=snapshot.templates[column].category,
+            agenda=f.agenda,
+            contributions=[
+                (names[j], float(contribution[j])) for j in np.argsort(-contribution[:-1])[:3]
+            ],
+        )
 
 
 def _covered(approved: Mapping[str, frozenset[str]], slug: str, verdict: Verdict) -> bool:
@@ -381,3 +617,49 @@ def _outcome(
             now, tz_name=f.timezone, start=f.quiet_start, end=f.quiet_end
         )
     return result
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a chosen nudge goes first, and with what."""
+
+    state: str  # awaiting_review, held, ready
+    due_at: dt.datetime | None
+    expires_at: dt.datetime
+    why: str
+    note: str
+    safety_action: str
+    safety_rules: list[str]
+    transition_reason: str
+    review: bool  # open a review request
+    push: bool  # queue a push notification
+
+
+def route(
+    outcome: Outcome, facts: PatientFacts, *, now: dt.datetime, expiry: dt.timedelta
+) -> Route:
+    """A chosen nudge waits for review when rules of the patient's groups ask for it (and no
+    standing approval covers it); else it is held until the quiet hours end; else it is ready,
+    pushed when the patient consents to notifications."""
+    template, verdict = outcome.template, outcome.verdict
+    assert template is not None and verdict is not None
+    review = verdict.action == Action.REVIEW and not outcome.approved
+    release = None if review else outcome.held_until
+    if review:
+        state, reason = "awaiting_review", "rule_review"
+    elif release is not None:
+        state, reason = "held", "quiet_hours"
+    else:
+        state, reason = "ready", ""
+    return Route(
+        state=state,
+        due_at=release,
+        expires_at=(release or now) + expiry,
+        why=outcome.why or explain(goal=template.goal, agenda=facts.agenda),
+        note=" ".join(verdict.notes)[:300] if verdict.action == Action.ALLOW_WITH_NOTE else "",
+        safety_action="approved" if outcome.approved else verdict.name,
+        safety_rules=list(verdict.rules),
+        transition_reason=reason,
+        review=review,
+        push=state == "ready" and bool(facts.consent.get("notifications")),
+    )

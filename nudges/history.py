@@ -38,8 +38,13 @@ def last_event_before(
     return last
 
 
+SMALL = 200_000  # events x queries below which a direct comparison is faster than sorting
+
+
 def _scan(event_key, event_time, event_weight, query_key, query_time, tau):  # type: ignore[no-untyped-def]
     n_events, n_queries = len(event_key), len(query_key)
+    if n_events * n_queries <= SMALL:
+        return _scan_small(event_key, event_time, event_weight, query_key, query_time, tau)
     frame = pl.DataFrame(
         {
             "key": np.concatenate([event_key, query_key]).astype(np.int64),
@@ -75,6 +80,21 @@ def _scan(event_key, event_time, event_weight, query_key, query_time, tau):  # t
         .sort("row")
     )
     return out["total"].to_numpy(), out["last"].fill_null(np.nan).to_numpy()
+
+
+def _scan_small(event_key, event_time, event_weight, query_key, query_time, tau):  # type: ignore[no-untyped-def]
+    """The same sums by comparing every query with every event (a live decision: one patient,
+    a few dozen events)."""
+    event_time = np.asarray(event_time, dtype=float)
+    query_time = np.asarray(query_time, dtype=float)
+    match = (np.asarray(query_key)[:, None] == np.asarray(event_key)[None, :]) & (
+        event_time[None, :] < query_time[:, None]
+    )
+    age = query_time[:, None] - event_time[None, :]
+    weights = np.asarray(event_weight, dtype=float)[None, :]
+    total = np.where(match, weights * np.exp(-np.where(match, age, 0.0) / tau), 0.0).sum(axis=1)
+    last = np.where(match, event_time[None, :], -np.inf).max(axis=1, initial=-np.inf)
+    return total, np.where(np.isfinite(last), last, np.nan)
 
 
 def pair_codes(first: np.ndarray, second: np.ndarray, second_size: int) -> np.ndarray:

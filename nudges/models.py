@@ -142,6 +142,8 @@ class Decision(BaseModel):
     template = models.ForeignKey(Template, null=True, blank=True, on_delete=models.PROTECT)
     template_version = models.PositiveIntegerField(null=True, blank=True)
     propensity = models.FloatField(null=True, blank=True)
+    arm = models.CharField(max_length=12, blank=True)
+    model_version = models.CharField(max_length=60, blank=True)
     receipt = models.JSONField()
 
     class Meta:
@@ -349,3 +351,95 @@ class IdempotencyRecord(BaseModel):
         constraints = [
             models.UniqueConstraint(fields=["user", "key"], name="idempotency_unique_key")
         ]
+
+
+class ModelStatus(models.TextChoices):
+    CANDIDATE = "candidate", "Trained, not promoted"
+    CHAMPION = "champion", "Serving"
+    RETIRED = "retired", "Served before"
+    REJECTED = "rejected", "Did not beat the champion"
+
+
+class ModelVersion(BaseModel):
+    """The model registry: every trained recommender, its artefact file and hash, feature
+    schema, training window and metrics. Exactly one version is the champion; the baseline
+    policy is the first one (kind baseline, no artefact)."""
+
+    version = models.CharField(max_length=60, unique=True)
+    kind = models.CharField(max_length=12)  # baseline, agenda
+    status = models.CharField(max_length=10, choices=ModelStatus.choices)
+    artefact = models.CharField(max_length=300, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    schema = models.JSONField(null=True, blank=True)
+    trained_from = models.DateTimeField(null=True, blank=True)
+    trained_to = models.DateTimeField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=models.Q(status="champion"),
+                name="model_one_champion",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} ({self.status})"
+
+
+class ImportedDecision(BaseModel):
+    """One decision point of an imported decision log (docs/decision-log.md): a data set
+    from outside the engine, for training and offline evaluation. The patient is known only
+    by a keyed pseudonym in the data set's namespace; actions are the log's own opaque ids,
+    which the catalogue need not know. All rows of one import share imported_at."""
+
+    dataset = models.SlugField(max_length=64)
+    pseudonym = models.CharField(max_length=64)
+    time = models.DateTimeField()
+    available = models.JSONField(default=list)
+    context = models.JSONField(default=dict)
+    action = models.CharField(max_length=200, blank=True, help_text="Blank: no nudge.")
+    propensity = models.FloatField()
+    distribution = models.JSONField(null=True, blank=True)
+    outcome = models.JSONField(default=dict)
+    true_values = models.JSONField(null=True, blank=True)
+    imported_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset", "pseudonym", "time"], name="imported_decision_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["dataset", "time"], name="imported_decision_time")]
+
+
+class BatchRun(BaseModel):
+    """One slot decided for every patient (generate_decisions): each patient's decision point
+    is that slot's local time on `day` in their time zone. Patients are split into chunks by
+    primary-key ranges fixed when the run is planned; each chunk is a Celery task that any
+    worker may run, and running one twice creates nothing twice."""
+
+    slot = models.TimeField()
+    day = models.DateField()
+    chunk_size = models.PositiveIntegerField()
+    chunks = models.JSONField(default=list)  # [[first patient pk, last patient pk], ...]
+    patients = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class BatchChunk(BaseModel):
+    """A chunk of a batch run that has been decided (once: unique per run and index)."""
+
+    run = models.ForeignKey(BatchRun, on_delete=models.CASCADE, related_name="done")
+    index = models.PositiveIntegerField()
+    decisions = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="batch_chunk_once")]

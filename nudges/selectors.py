@@ -31,19 +31,29 @@ def current_nudges(patient: Patient, *, now: dt.datetime, limit: int = 20) -> Qu
     )
 
 
-def delivery_history(patient: Patient, *, now: dt.datetime) -> dict:
-    """What the delivery policy needs about past deliveries, in one query: how many count
-    against today's cap (the patient's local day), the last nudge within the minimum gap, and
-    the templates sent within the repeat window."""
+def delivery_history(
+    patient: Patient, *, now: dt.datetime, deliveries: list[tuple] | None = None
+) -> dict:
+    """What the delivery policy needs about past deliveries: how many count against today's
+    cap (the patient's local day), the last nudge within the minimum gap, and the templates
+    sent within the repeat window. `deliveries` may be rows the caller already read
+    (nudges.services.serving.recent_deliveries, which reaches further back); else one query."""
     day_start = local_day_start(now, patient.timezone)
     window_start = now - dt.timedelta(days=settings.NUDGE_REPEAT_WINDOW_DAYS)
     gap_start = now - dt.timedelta(minutes=settings.NUDGE_MIN_GAP_MINUTES)
     since = min(day_start, window_start, gap_start)
-    rows = (
-        deliveries_for_patient(patient)
-        .filter(created_at__gte=since, state__in=lifecycle.COUNTED)
-        .values_list("template__slug", "created_at")
-    )
+    if deliveries is None:
+        rows = (
+            deliveries_for_patient(patient)
+            .filter(created_at__gte=since, state__in=lifecycle.COUNTED)
+            .values_list("template__slug", "created_at")
+        )
+    else:
+        rows = [
+            (slug, created)
+            for _, slug, _, _, _, created, state in deliveries
+            if created >= since and state in lifecycle.COUNTED
+        ]
     recent, today, last = set(), 0, None
     for slug, created_at in rows:
         if created_at >= window_start:
@@ -56,11 +66,16 @@ def delivery_history(patient: Patient, *, now: dt.datetime) -> dict:
 
 
 def patient_facts(
-    patient: Patient, *, now: dt.datetime, ruleset_version: int | None
+    patient: Patient,
+    *,
+    now: dt.datetime,
+    ruleset_version: int | None,
+    deliveries: list[tuple] | None = None,
+    arm: str = "treatment",
 ) -> PatientFacts:
     """Everything one decision needs about the patient, read now. Groups are None (unknown,
     so every candidate goes to review) until the patient's codes have been mapped to groups."""
-    history = delivery_history(patient, now=now)
+    history = delivery_history(patient, now=now, deliveries=deliveries)
     groups = group_slugs_for_patient(patient) if patient.groups_refreshed_at else None
     return PatientFacts(
         patient_id=patient.pk,
@@ -81,4 +96,5 @@ def patient_facts(
         approved=standing_approvals(
             patient, groups=groups, ruleset_version=ruleset_version, now=now
         ),
+        arm=arm,
     )

@@ -3,6 +3,7 @@
 runs inside the simulator on the same features it would get from a log or from the engine."""
 
 import datetime as dt
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,8 @@ def health_delta(
         [measures[np.maximum(day - k, 0), patient, goal] for k in range(DELTA_BEFORE)], axis=1
     )
     complete = (day + DELTA_AFTER < days) & (day - DELTA_BEFORE + 1 >= 0)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window is NaN by design
         value = np.nanmean(after, axis=1) - np.nanmean(before, axis=1)
     out[complete] = value[complete]
     return out

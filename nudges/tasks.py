@@ -29,3 +29,20 @@ def popularity_refresh() -> int:
 @shared_task(time_limit=900, soft_time_limit=850)
 def slots_decide() -> int:
     return slots.slots_decide()
+
+
+@shared_task(time_limit=3600, soft_time_limit=3500)
+def model_train() -> dict:
+    """Nightly: train a challenger on the last NUDGE_TRAINING_DAYS days, promote it only if
+    it beats the champion offline."""
+    from nudges.services.training import model_train as train
+
+    return train().summary()
+
+
+@shared_task(time_limit=600, soft_time_limit=570, acks_late=True)
+def decisions_batch_chunk(run_id: str, chunk: int) -> int:
+    """One chunk of a batch run (ids only; safe to run twice)."""
+    from nudges.services.batch import batch_chunk
+
+    return batch_chunk(run_id=run_id, chunk=chunk)

@@ -192,6 +192,8 @@ def _pending_reviews(patients: list[Any], n: int, *, groups: list[str]) -> None:
                 db.id(template.pk),
                 template.version,
                 0.1,
+                "",
+                "",
                 db.json({}),
             )
         )
@@ -242,6 +244,8 @@ def _pending_reviews(patients: list[Any], n: int, *, groups: list[str]) -> None:
                 "template",
                 "template_version",
                 "propensity",
+                "arm",
+                "model_version",
                 "receipt",
             ],
             rows["decisions"],

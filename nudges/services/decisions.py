@@ -3,16 +3,19 @@ the receipt and route a chosen nudge. Called by POST /api/v1/decisions/ and by s
 slots."""
 
 import datetime as dt
+import functools
 import secrets
 from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from nudges import decide as core
 from nudges.availability import DeliveryLimits
+from nudges.experiments import arm_for, parse_arms
 from nudges.models import (
     Decision,
     DecisionPoint,
@@ -23,11 +26,29 @@ from nudges.models import (
 )
 from nudges.selectors import patient_facts
 from nudges.services.catalogue import catalogue_snapshot
+from nudges.services.registry import recommender_for
 from nudges.services.reviews import review_open
+from nudges.services.serving import HISTORY_DAYS, model_inputs, recent_deliveries
 from nudges.services.transitions import push_enqueue
-from nudges.why import explain
-from patients.models import Patient, Purpose
-from safety.rules import Action
+from patients.models import Patient
+
+
+@functools.cache
+def _arms(spec: str) -> list[tuple[str, int]]:
+    try:
+        return parse_arms(spec)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"NUDGE_ARMS: {error}") from None
+
+
+def arm_of(patient: Patient) -> str:
+    """The patient's experiment arm (sticky, from a keyed hash of the pseudonym)."""
+    return arm_for(
+        patient.pseudonym,
+        key=settings.EXPERIMENT_KEY.encode(),
+        experiment=settings.NUDGE_EXPERIMENT,
+        arms=_arms(settings.NUDGE_ARMS),
+    )
 
 
 def decision_settings() -> core.Settings:
@@ -61,7 +82,26 @@ def decision_make(
             locked = Patient.objects.select_for_update().get(pk=patient.pk)
             now = now or timezone.now()
             snapshot = catalogue_snapshot()
-            facts = patient_facts(locked, now=now, ruleset_version=snapshot.ruleset_version)
+            recommender, problem = recommender_for(snapshot)
+            deliveries = recent_deliveries([locked.pk], since=now - dt.timedelta(days=HISTORY_DAYS))
+            facts = patient_facts(
+                locked,
+                now=now,
+                ruleset_version=snapshot.ruleset_version,
+                deliveries=deliveries,
+                arm=arm_of(locked),
+            )
+            inputs = None
+            if recommender is not None:
+                inputs = model_inputs(
+                    patients=[locked],
+                    facts=[facts],
+                    deliveries=deliveries,
+                    snapshot=snapshot,
+                    schema=recommender.bundle.schema,
+                    now=now,
+                    triggers=[trigger],
+                )
             [outcome] = core.decide(
                 [facts],
                 snapshot,
@@ -70,6 +110,9 @@ def decision_make(
                 settings=decision_settings(),
                 rng=rng or np.random.default_rng(secrets.randbits(64)),
                 context=[context or {}],
+                recommender=recommender,
+                inputs=inputs,
+                model_problem=problem,
             )
             return _persist(point, locked, facts, outcome, snapshot, now), True
     except IntegrityError:
@@ -98,8 +141,10 @@ def _persist(
         patient=patient,
         outcome=outcome.outcome,
         reason=outcome.reason,
-        policy_name=outcome.receipt["policy"]["name"],
-        policy_version=outcome.receipt["policy"]["version"],
+        policy_name=outcome.policy[0],
+        policy_version=outcome.policy[1],
+        arm=outcome.arm,
+        model_version=outcome.model_version,
         template_id=template.id if template else None,
         template_version=template.version if template else None,
         propensity=outcome.propensity,
@@ -118,42 +163,39 @@ def _route(
     ruleset_version: int | None,
     now: dt.datetime,
 ) -> Delivery:
-    """Create the delivery: awaiting review when rules of the patient's groups ask for it
-    (and no standing approval covers it); else held until the quiet hours end; else ready,
-    with a push queued when the patient consents to notifications. Every later move towards
-    the patient passes the safety gate again."""
-    template, verdict = outcome.template, outcome.verdict
-    assert template is not None and verdict is not None
-    review = verdict.action == Action.REVIEW and not outcome.approved
-    release = outcome.held_until
-    if review:
-        state = DeliveryState.AWAITING_REVIEW
-    else:
-        state = DeliveryState.HELD if release else DeliveryState.READY
+    """Create the delivery as core.route says (review, held or ready), its first transition,
+    and its review request or push. Every later move towards the patient passes the safety
+    gate again."""
+    plan = core.route(
+        outcome, facts, now=now, expiry=dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
+    )
+    assert outcome.template is not None and outcome.verdict is not None
     delivery = Delivery.objects.create(
         created_at=now,
         decision=decision,
         patient=patient,
-        template_id=template.id,
-        state=state,
-        why=explain(goal=template.goal, agenda=facts.agenda),
-        note=" ".join(verdict.notes)[:300] if verdict.action == Action.ALLOW_WITH_NOTE else "",
+        template_id=outcome.template.id,
+        state=plan.state,
+        why=plan.why,
+        note=plan.note,
         ruleset_version=ruleset_version,
-        safety_action="approved" if outcome.approved else verdict.name,
-        safety_rules=list(verdict.rules),
-        due_at=None if review else release,
-        expires_at=(release or now) + dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS),
+        safety_action=plan.safety_action,
+        safety_rules=plan.safety_rules,
+        due_at=plan.due_at,
+        expires_at=plan.expires_at,
     )
     DeliveryTransition.objects.create(
         created_at=now,
         delivery=delivery,
         from_state=DeliveryState.PROPOSED,
-        to_state=state,
+        to_state=plan.state,
         actor="engine",
-        reason="rule_review" if review else ("quiet_hours" if release else ""),
+        reason=plan.transition_reason,
     )
-    if review:
-        review_open(delivery=delivery, verdict=verdict, ruleset_version=ruleset_version, now=now)
-    elif state == DeliveryState.READY and facts.consent.get(Purpose.NOTIFICATIONS):
+    if plan.review:
+        review_open(
+            delivery=delivery, verdict=outcome.verdict, ruleset_version=ruleset_version, now=now
+        )
+    elif plan.push:
         push_enqueue(delivery=delivery, now=now)
     return delivery

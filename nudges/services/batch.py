@@ -1,0 +1,347 @@
+"""Batch decisions: one slot for every patient (python manage.py generate_decisions). The run
+is planned as chunks of patients (primary-key ranges); each chunk is one Celery task that loads
+its patients' facts in a few queries, decides with the same pure core as a live decision (one
+call per time zone, since the slot's moment differs by zone), and writes everything with bulk
+inserts. A decision point is unique per (patient, moment): a chunk run twice, or by two workers
+at once, decides each point once."""
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Sum
+
+from core.bulk import DbFormat, insert_rows
+from nudges import decide as core
+from nudges.models import (
+    BatchChunk,
+    BatchRun,
+    Decision,
+    DecisionPoint,
+    Delivery,
+    DeliveryState,
+    DeliveryTransition,
+    PushMessage,
+    TemplateDecline,
+    Trigger,
+)
+from nudges.selectors import delivery_history
+from nudges.services.catalogue import catalogue_snapshot
+from nudges.services.decisions import arm_of, decision_settings
+from nudges.services.registry import recommender_for
+from nudges.services.reviews import review_open
+from nudges.services.serving import HISTORY_DAYS, model_inputs, recent_deliveries
+from patients.models import CarePlanGoal, Consent, Patient, Purpose
+from safety.models import GroupMembership, StandingApproval
+from safety.selectors import groups_key
+
+
+def batch_plan(*, slot: dt.time, day: dt.date, chunk_size: int = 500) -> BatchRun:
+    """Split the active patients into chunks of `chunk_size`, by primary key."""
+    ids = list(Patient.objects.filter(is_active=True).order_by("pk").values_list("pk", flat=True))
+    chunks = [
+        [str(ids[i]), str(ids[min(i + chunk_size, len(ids)) - 1])]
+        for i in range(0, len(ids), chunk_size)
+    ]
+    return BatchRun.objects.create(
+        slot=slot, day=day, chunk_size=chunk_size, chunks=chunks, patients=len(ids)
+    )
+
+
+def batch_chunk(*, run_id: Any, chunk: int, rng: np.random.Generator | None = None) -> int:
+    """Decide the run's slot for the patients of one chunk; returns the decisions made now
+    (0 when every point of the chunk was decided already)."""
+    run = BatchRun.objects.get(pk=run_id)
+    first, last = run.chunks[chunk]
+    rng = rng or np.random.default_rng()
+    made = 0
+    with transaction.atomic():
+        patients = list(
+            Patient.objects.select_for_update()
+            .filter(is_active=True, pk__gte=first, pk__lte=last)
+            .order_by("pk")
+        )
+        by_zone: dict[str, list[Patient]] = defaultdict(list)
+        for patient in patients:
+            by_zone[patient.timezone].append(patient)
+        for zone, members in by_zone.items():
+            moment = dt.datetime.combine(run.day, run.slot, tzinfo=ZoneInfo(zone)).astimezone(
+                dt.UTC
+            )
+            made += _decide_zone(members, moment, rng)
+        BatchChunk.objects.get_or_create(run=run, index=chunk, defaults={"decisions": made})
+    return made
+
+
+def batch_progress(run: BatchRun) -> tuple[int, int]:
+    """(chunks done, decisions made) so far."""
+    done = run.done.aggregate(n=Count("id"), decisions=Sum("decisions"))
+    return done["n"], done["decisions"] or 0
+
+
+def _decide_zone(patients: list[Patient], moment: dt.datetime, rng: np.random.Generator) -> int:
+    """Claim the decision points (insert, skipping those that exist), then decide those."""
+    db = DbFormat()
+    moment = moment.replace(second=0, microsecond=0)
+    stamp = db.datetime(moment)
+    ids = db.new_ids(len(patients), moment)
+    insert_rows(
+        DecisionPoint,
+        ["id", "created_at", "updated_at", "patient", "moment", "trigger"],
+        [
+            (ids[i], stamp, stamp, db.id(p.pk), stamp, Trigger.SLOT.value)
+            for i, p in enumerate(patients)
+        ],
+        ignore_conflicts=True,
+    )
+    claimed = {
+        patient_id: point_id
+        for point_id, patient_id in DecisionPoint.objects.filter(pk__in=ids).values_list(
+            "pk", "patient_id"
+        )
+    }
+    mine = [p for p in patients if p.pk in claimed]
+    if not mine:
+        return 0
+    now = moment
+    snapshot = catalogue_snapshot()
+    recommender, problem = recommender_for(snapshot)
+    deliveries = recent_deliveries(
+        [p.pk for p in mine], since=now - dt.timedelta(days=HISTORY_DAYS)
+    )
+    facts = _facts(mine, deliveries, snapshot.ruleset_version, now)
+    inputs = None
+    if recommender is not None:
+        inputs = model_inputs(
+            patients=mine,
+            facts=facts,
+            deliveries=deliveries,
+            snapshot=snapshot,
+            schema=recommender.bundle.schema,
+            now=now,
+            triggers=[Trigger.SLOT.value] * len(mine),
+        )
+    outcomes = core.decide(
+        facts,
+        snapshot,
+        now=now,
+        trigger=Trigger.SLOT.value,
+        settings=decision_settings(),
+        rng=rng,
+        recommender=recommender,
+        inputs=inputs,
+        model_problem=problem,
+    )
+    _persist(mine, facts, outcomes, [claimed[p.pk] for p in mine], snapshot.ruleset_version, now)
+    return len(mine)
+
+
+def _facts(
+    patients: list[Patient], deliveries: list[tuple], ruleset_version: int | None, now: dt.datetime
+) -> list[core.PatientFacts]:
+    """PatientFacts for many patients in a handful of queries (the live path's
+    selectors.patient_facts, in bulk)."""
+    ids = [p.pk for p in patients]
+    agenda: dict[Any, dict[str, float]] = defaultdict(dict)
+    for pid, goal, weight in CarePlanGoal.objects.filter(patient_id__in=ids).values_list(
+        "patient_id", "goal", "weight"
+    ):
+        agenda[pid][goal] = weight
+    groups: dict[Any, set[str]] = defaultdict(set)
+    for pid, slug in GroupMembership.objects.filter(patient_id__in=ids).values_list(
+        "patient_id", "group__slug"
+    ):
+        groups[pid].add(slug)
+    consent: dict[Any, dict[str, bool]] = defaultdict(dict)
+    for pid, purpose, granted in Consent.objects.filter(patient_id__in=ids).values_list(
+        "patient_id", "purpose", "granted"
+    ):
+        consent[pid][purpose] = granted
+    declined: dict[Any, set[str]] = defaultdict(set)
+    for pid, slug in TemplateDecline.objects.filter(patient_id__in=ids).values_list(
+        "patient_id", "slug"
+    ):
+        declined[pid].add(slug)
+    approvals: dict[Any, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    if ruleset_version is not None:
+        for pid, slug, key, group in StandingApproval.objects.filter(
+            patient_id__in=ids, ruleset_version=ruleset_version, expires_at__gt=now
+        ).values_list("patient_id", "template_slug", "groups_key", "group__slug"):
+            if key == groups_key(frozenset(groups[pid])):
+                approvals[pid][slug].add(group or "")
+    rows: dict[Any, list[tuple]] = defaultdict(list)
+    for row in deliveries:
+        rows[row[0]].append(row)
+    out = []
+    for p in patients:
+        history = delivery_history(p, now=now, deliveries=rows[p.pk])
+        known = frozenset(groups[p.pk]) if p.groups_refreshed_at else None
+        out.append(
+            core.PatientFacts(
+                patient_id=p.pk,
+                timezone=p.timezone,
+                quiet_start=p.quiet_start,
+                quiet_end=p.quiet_end,
+                snoozed_until=p.snoozed_until,
+                is_active=p.is_active,
+                agenda=dict(agenda[p.pk]),
+                groups=known,
+                consent={
+                    purpose: bool(consent[p.pk].get(purpose, False)) for purpose in Purpose.values
+                },
+                counted_today=history["counted_today"],
+                last_nudged_at=history["last_nudged_at"],
+                recent_slugs=history["recent_slugs"],
+                declined=frozenset(declined[p.pk]),
+                approved={slug: frozenset(g) for slug, g in approvals[p.pk].items()},
+                arm=arm_of(p),
+            )
+        )
+    return out
+
+
+def _persist(
+    patients: list[Patient],
+    facts: list[core.PatientFacts],
+    outcomes: list[core.Outcome],
+    points: list[Any],
+    ruleset_version: int | None,
+    now: dt.datetime,
+) -> None:
+    """Decisions, deliveries, transitions and pushes in bulk; the rare review request through
+    its service."""
+    db = DbFormat()
+    stamp = db.datetime(now)
+    expiry = dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
+    decision_ids = db.new_ids(len(outcomes), now)
+    decisions, deliveries, transitions, pushes, reviews = [], [], [], [], []
+    for i, (patient, f, out) in enumerate(zip(patients, facts, outcomes, strict=True)):
+        template = out.template
+        decisions.append(
+            (
+                decision_ids[i],
+                stamp,
+                stamp,
+                db.id(points[i]),
+                db.id(patient.pk),
+                out.outcome,
+                out.reason,
+                out.policy[0],
+                out.policy[1],
+                db.id(template.id) if template else None,
+                template.version if template else None,
+                out.propensity,
+                out.arm,
+                out.model_version,
+                db.json(out.receipt),
+            )
+        )
+        if template is None:
+            continue
+        plan = core.route(out, f, now=now, expiry=expiry)
+        [delivery_id] = db.new_ids(1, now)
+        deliveries.append(
+            (
+                delivery_id,
+                stamp,
+                stamp,
+                decision_ids[i],
+                db.id(patient.pk),
+                db.id(template.id),
+                plan.state,
+                plan.why,
+                plan.note,
+                ruleset_version,
+                plan.safety_action,
+                db.json(plan.safety_rules),
+                db.datetime(plan.due_at),
+                db.datetime(plan.expires_at),
+            )
+        )
+        transitions.append(
+            (
+                db.new_ids(1, now)[0],
+                stamp,
+                stamp,
+                delivery_id,
+                DeliveryState.PROPOSED.value,
+                plan.state,
+                "engine",
+                plan.transition_reason,
+            )
+        )
+        if plan.push:
+            pushes.append(
+                (db.new_ids(1, now)[0], stamp, stamp, delivery_id, "pending", 0, stamp, "", "", "")
+            )
+        if plan.review:
+            reviews.append((delivery_id, out))
+    times = ["id", "created_at", "updated_at"]
+    insert_rows(
+        Decision,
+        [
+            *times,
+            "decision_point",
+            "patient",
+            "outcome",
+            "reason",
+            "policy_name",
+            "policy_version",
+            "template",
+            "template_version",
+            "propensity",
+            "arm",
+            "model_version",
+            "receipt",
+        ],
+        decisions,
+    )
+    insert_rows(
+        Delivery,
+        [
+            *times,
+            "decision",
+            "patient",
+            "template",
+            "state",
+            "why",
+            "note",
+            "ruleset_version",
+            "safety_action",
+            "safety_rules",
+            "due_at",
+            "expires_at",
+        ],
+        deliveries,
+    )
+    insert_rows(
+        DeliveryTransition,
+        [*times, "delivery", "from_state", "to_state", "actor", "reason"],
+        transitions,
+    )
+    insert_rows(
+        PushMessage,
+        [
+            *times,
+            "delivery",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "provider",
+            "provider_message_id",
+        ],
+        pushes,
+    )
+    for delivery_id, out in reviews:
+        assert out.verdict is not None
+        review_open(
+            delivery=Delivery.objects.get(pk=delivery_id),
+            verdict=out.verdict,
+            ruleset_version=ruleset_version,
+            now=now,
+        )

@@ -1,0 +1,151 @@
+"""What the recommender needs from the engine's records when it decides: each patient's
+context and the decayed history of their nudges, computed with the same functions that replay
+a decision log for training (nudges.history), so serving and training see the same numbers."""
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from nudges import features as F
+from nudges import history as hist
+from nudges.decide import ModelInputs, PatientFacts, Snapshot
+from nudges.models import Delivery, DeliveryState
+from patients.models import Patient
+
+HISTORY_DAYS = 60  # beyond this the decayed counts (14-day scale at most) are negligible
+
+
+def recent_deliveries(patient_ids: Sequence[Any], *, since: dt.datetime) -> list[tuple]:
+    """(patient_id, slug, version, goal, category, created_at, state) of the patients'
+    deliveries since `since`, in one query."""
+    return list(
+        Delivery.objects.filter(patient_id__in=patient_ids, created_at__gte=since).values_list(
+            "patient_id",
+            "template__slug",
+            "template__version",
+            "template__goal",
+            "template__category",
+            "created_at",
+            "state",
+        )
+    )
+
+
+def model_inputs(
+    *,
+    patients: Sequence[Patient],
+    facts: Sequence[PatientFacts],
+    deliveries: Sequence[tuple],
+    snapshot: Snapshot,
+    schema: F.Schema,
+    now: dt.datetime,
+    triggers: Sequence[str],
+) -> ModelInputs:
+    """Context and history features for each patient (rows) and each snapshot template."""
+    n, m = len(patients), len(snapshot)
+    row_of = {p.pk: i for i, p in enumerate(patients)}
+    t_now = now.timestamp() / 86400.0
+    keys = [t.key for t in snapshot.templates]
+    code = {key: i for i, key in enumerate(keys)}
+    rows = np.array([row_of[d[0]] for d in deliveries], dtype=np.int64)
+    action = np.array(
+        [code.setdefault(f"{d[1]}@{d[2]}", len(code)) for d in deliveries], dtype=np.int64
+    )
+    goal = np.array([F.GOALS.index(d[3]) for d in deliveries], dtype=np.int64)
+    category = np.array([F.CATEGORIES.index(d[4]) for d in deliveries], dtype=np.int64)
+    when = np.array([d[5].timestamp() / 86400.0 for d in deliveries])
+    acted = np.array([1.0 if d[6] == DeliveryState.DONE else 0.0 for d in deliveries])
+    ones = np.ones(len(deliveries))
+    query_rows = np.arange(n)
+    now_rows = np.full(n, t_now)
+
+    def patient_sum(weight: np.ndarray, tau: float) -> np.ndarray:
+        return hist.decayed_sums(
+            event_key=rows,
+            event_time=when,
+            event_weight=weight,
+            query_key=query_rows,
+            query_time=now_rows,
+            tau=tau,
+        )
+
+    patient = F.PatientHistory(
+        sent_3d=patient_sum(ones, F.TAU_SENT_PATIENT),
+        acts_7d=patient_sum(acted, F.TAU_ACTS_PATIENT),
+        sent_14d=patient_sum(ones, F.TAU_RATE),
+        acts_14d=patient_sum(acted, F.TAU_RATE),
+    )
+    pair_row = np.repeat(np.arange(n), m)
+    pair_column = np.tile(np.arange(m), n)
+    pair_time = np.full(n * m, t_now)
+    size = len(code)
+    pair_key = hist.pair_codes(pair_row, pair_column, size)
+    send_key = hist.pair_codes(rows, action, size)
+    column_goal = np.array([F.GOALS.index(t.goal) for t in snapshot.templates], dtype=np.int64)
+    column_category = np.array(
+        [F.CATEGORIES.index(t.category) for t in snapshot.templates], dtype=np.int64
+    )
+
+    def by(
+        event_key: np.ndarray, query_key: np.ndarray, weight: np.ndarray, tau: float
+    ) -> np.ndarray:
+        return hist.decayed_sums(
+            event_key=event_key,
+            event_time=when,
+            event_weight=weight,
+            query_key=query_key,
+            query_time=pair_time,
+            tau=tau,
+        ).reshape(n, m)
+
+    category_events = hist.pair_codes(rows, category, len(F.CATEGORIES))
+    category_queries = hist.pair_codes(pair_row, column_category[pair_column], len(F.CATEGORIES))
+    last = hist.last_event_before(
+        event_key=send_key, event_time=when, query_key=pair_key, query_time=pair_time
+    )
+    last_goal = hist.last_event_before(
+        event_key=hist.pair_codes(rows, goal, len(F.GOALS)),
+        event_time=when,
+        query_key=hist.pair_codes(pair_row, column_goal[pair_column], len(F.GOALS)),
+        query_time=pair_time,
+    )
+    pair = {
+        "sent_7d": by(send_key, pair_key, ones, F.TAU_SENT_PAIR),
+        "acted_14d": by(send_key, pair_key, acted, F.TAU_ACTS_PAIR),
+        "days_since": (t_now - last).reshape(n, m),
+        "days_since_goal": (t_now - last_goal).reshape(n, m),
+        "category_sent_14d": by(category_events, category_queries, ones, F.TAU_RATE),
+        "category_acts_14d": by(category_events, category_queries, acted, F.TAU_RATE),
+    }
+    return ModelInputs(
+        context=_context(patients, facts, schema, now, triggers), patient=patient, pair=pair
+    )
+
+
+def _context(
+    patients: Sequence[Patient],
+    facts: Sequence[PatientFacts],
+    schema: F.Schema,
+    now: dt.datetime,
+    triggers: Sequence[str],
+) -> F.Context:
+    local = [now.astimezone(ZoneInfo(p.timezone)) for p in patients]
+    return F.Context(
+        groups=np.array(
+            [[1.0 if f.groups and g in f.groups else 0.0 for g in schema.groups] for f in facts]
+        ).reshape(len(facts), len(schema.groups)),
+        weights=np.array([[f.agenda.get(g, 0.0) for g in F.GOALS] for f in facts]),
+        age_band=np.array([_index(F.AGE_BANDS, p.age_band) for p in patients]),
+        sex=np.array([_index(F.SEXES, p.sex) for p in patients]),
+        tenure_days=np.array([(now - p.created_at).total_seconds() / 86400.0 for p in patients]),
+        local_hour=np.array([t.hour for t in local], dtype=float),
+        weekday=np.array([t.weekday() for t in local], dtype=float),
+        trigger=np.array([_index(F.TRIGGERS, t) for t in triggers]),
+    )
+
+
+def _index(values: Sequence[str], value: str) -> int:
+    return values.index(value) if value in values else -1
