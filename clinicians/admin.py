@@ -15,6 +15,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import record
 from clinicians.access import clinician_groups_set, covered_groups, is_clinician
 from clinicians.access import review_requests_for_clinician as scoped
 from clinicians.governance import ruleset_activate, ruleset_submit
@@ -173,6 +175,8 @@ class ReviewQueueAdmin(admin.ModelAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:  # type: ignore[override]
         item = self._in_scope(request, object_id)
+        detail = {"review": str(item.pk)}
+        record(AuditAction.PATIENT_FACTS_VIEWED, request.user, item.patient, detail)
         context = {**(extra_context or {}), **self._detail(request, item)}
         return super().change_view(request, object_id, form_url, context)
 

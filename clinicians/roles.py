@@ -6,6 +6,7 @@ from django.contrib.auth.models import Group, Permission
 CLINICIAN = "clinician"
 SAFETY_LEAD = "safety-lead"
 COMPLIANCE = "compliance"
+INTEGRATION = "integration"
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     # Clinicians work the review queue and sign templates off or stop them.
@@ -31,7 +32,15 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "nudges.view_template",
         "nudges.change_template",
     ],
-    COMPLIANCE: [],
+    # Compliance officers preview, release and export the differentially private reports and
+    # read the privacy-budget ledger (privacy.access checks the role itself); no raw data.
+    COMPLIANCE: [
+        "privacy.view_release",
+        "privacy.add_release",
+        "privacy.view_privacybudget",
+    ],
+    # The clinic's system: enrols patients through the API (privacy/enrolment_api.py).
+    INTEGRATION: ["patients.enrol_patient"],
 }
 
 

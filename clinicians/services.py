@@ -11,6 +11,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import record
 from clinicians.access import covered_groups, review_requests_for_clinician
 from clinicians.models import ReasonCode, ReviewDecision, Verdict
 from core.errors import ApplicationError, not_found
@@ -152,6 +154,8 @@ def _decide(
             standing_days=standing_days,
         )
     delivery_state = _apply(request, verdict, now)
+    detail = {"review": str(request.pk), "verdict": verdict, "reason": reason}
+    record(AuditAction.REVIEW_DECISION, clinician, request.delivery.patient, detail)
     if standing_days:
         _standing_approvals(request, clinician, mine, standing_days, now)
     return DecisionResult(

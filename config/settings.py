@@ -17,7 +17,7 @@ if NUDGE_ENV not in {"development", "production"}:
 DATA_DIR = Path(env_str("NUDGE_DATA_DIR", str(BASE_DIR / ".demo")))
 
 
-def _development_secret(name: str) -> str:
+def _development_secret(name: str, nbytes: int = 48) -> str:
     """A random secret kept under DATA_DIR, so development needs no set-up but never shares
     a key with another machine. Production must configure every secret explicitly."""
     if NUDGE_ENV == "production":
@@ -25,7 +25,7 @@ def _development_secret(name: str) -> str:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     path = DATA_DIR / f".{name.lower()}"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
+        path.write_text(secrets.token_urlsafe(nbytes))
         path.chmod(0o600)
     return path.read_text().strip()
 
@@ -39,6 +39,13 @@ if not PSEUDONYM_KEY_VERSION.isalnum():
 PSEUDONYM_KEYS = {
     PSEUDONYM_KEY_VERSION: env_str("PSEUDONYM_KEY", "") or _development_secret("PSEUDONYM_KEY")
 }
+# Master keys of encryption at rest (privacy/crypto.py, docs/privacy.md): "version:key" pairs,
+# comma-separated, each key 32 random bytes in URL-safe base64. ENCRYPTION_KEY_VERSION wraps new
+# data keys; the other versions are still read while `rotate_keys` moves data off them.
+ENCRYPTION_KEY_VERSION = env_str("ENCRYPTION_KEY_VERSION", "1")
+ENCRYPTION_KEYS = env_str("ENCRYPTION_KEYS", "") or (
+    f"{ENCRYPTION_KEY_VERSION}:{_development_secret('ENCRYPTION_KEYS', nbytes=32)}"
+)
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "http://localhost,http://127.0.0.1")
@@ -56,6 +63,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "guardian",
     "core",
+    "audit",
     "patients",
     "safety",
     "nudges",
@@ -198,6 +206,14 @@ NUDGE_SLOTS = env_str("NUDGE_SLOTS", "09:00,18:30")
 NUDGE_SLOT_WINDOW_MINUTES = env_int("NUDGE_SLOT_WINDOW_MINUTES", 10, minimum=1)
 PUSH_PROVIDER = env_str("PUSH_PROVIDER", "nudges.push.DevelopmentProvider")
 PUSH_MAX_ATTEMPTS = env_int("PUSH_MAX_ATTEMPTS", 5, minimum=1)
+# Privacy (docs/privacy.md): the audit chain's head is also kept outside the database; raw
+# events older than the retention period are purged daily.
+AUDIT_HEAD_FILE = Path(env_str("AUDIT_HEAD_FILE", str(DATA_DIR / "audit-head.json")))
+RAW_EVENT_RETENTION_DAYS = env_int("RAW_EVENT_RETENTION_DAYS", 365, minimum=1)
+CELERY_BEAT_SCHEDULE["purge-raw-events"] = {
+    "task": "privacy.tasks.events_purge_expired",
+    "schedule": 24 * 3600.0,
+}
 
 LOGGING = {
     "version": 1,
@@ -223,3 +239,18 @@ NUDGE_EXPERIMENT = env_str("NUDGE_EXPERIMENT", "agenda-1")
 NUDGE_ARMS = env_str("NUDGE_ARMS", "treatment:80,control:15,holdout:5")
 EXPERIMENT_KEY = env_str("EXPERIMENT_KEY", "") or _development_secret("EXPERIMENT_KEY")
 CELERY_BEAT_SCHEDULE["train-model"] = {"task": "nudges.tasks.model_train", "schedule": 24 * 3600.0}
+
+# --- Differentially private reports (privacy/dp, privacy/reports.py; docs/privacy.md) --------
+# The budget of one calendar month: the most privacy loss (zCDP rho) one patient may suffer
+# from all of that month's reports together. A month's ledger keeps the cap it was opened with.
+PRIVACY_PERIOD_CAP_RHO = env_str("PRIVACY_PERIOD_CAP_RHO", "1.0")
+try:
+    PRIVACY_DELTA = float(env_str("PRIVACY_DELTA", "1e-6"))  # epsilon is shown at this delta
+except ValueError:
+    raise ImproperlyConfigured("PRIVACY_DELTA must be a number, e.g. 1e-6.") from None
+if not 0 < PRIVACY_DELTA < 1:
+    raise ImproperlyConfigured("PRIVACY_DELTA must lie strictly between 0 and 1.")
+PRIVACY_FIRST_PERIOD = env_str("PRIVACY_FIRST_PERIOD", "2024-01")  # no reports before (YYYY-MM)
+# Signs report exports (Ed25519; the seed is the SHA-256 of this secret). verify_report checks.
+REPORT_SIGNING_KEY = env_str("REPORT_SIGNING_KEY", "") or _development_secret("REPORT_SIGNING_KEY")
+# --- end of differentially private reports ---------------------------------------------------

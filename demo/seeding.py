@@ -1,4 +1,5 @@
-"""seed_demo: a synthetic cohort enrolled through the patient services, staff logins, and
+"""seed_demo: a synthetic cohort enrolled through the enrolment service (as the clinic's
+integration enrols patients, with synthetic identifiers), staff logins, and
 about 90 days of history (decisions with full receipts, deliveries, feedback, daily health
 measures) drawn from the ground-truth simulator under the baseline policy, so that responses
 depend on the patient and the nudge and the first model has something real to learn."""
@@ -19,9 +20,10 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group, User
 from django.db import connection, transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from clinicians.access import clinician_groups_set
-from clinicians.roles import CLINICIAN, COMPLIANCE, SAFETY_LEAD
+from clinicians.roles import CLINICIAN, COMPLIANCE, INTEGRATION, SAFETY_LEAD
 from core.bulk import DbFormat, insert_rows
 from demo.cohort import CONDITIONS, SyntheticPatient, synthetic_cohort
 from nudges import baseline, simulator
@@ -42,11 +44,12 @@ from nudges.services.catalogue import catalogue_snapshot, templates_load, templa
 from nudges.services.decisions import decision_make
 from nudges.services.popularity import popularity_refresh
 from nudges.why import explain
+from patients.enrolment import Enrolment
 from patients.models import Patient
-from patients.services import NewPatient, patients_create
+from privacy.enrolment import enrolments_create
 from safety.models import MedicalGroup
 from safety.rules import Action
-from safety.services import medical_groups_load, patients_groups_refresh, ruleset_load_file
+from safety.services import medical_groups_load, ruleset_load_file
 
 # Clinician teams and the medical groups each covers.
 TEAMS: dict[str, tuple[str, ...]] = {
@@ -116,7 +119,7 @@ def demo_seed(
             by=User.objects.get(username=staff["clinicians"][0]["username"]),
         )
     cohort = synthetic_cohort(patients, seed=seed)
-    enrolled = _enrol(cohort, progress)
+    enrolled = _enrol(cohort, progress, seed=seed)
     counts = {"points": 0, "deliveries": 0, "events": 0}
     if days > 0:
         counts = _history(cohort, enrolled, seed=seed, days=days, progress=progress)
@@ -144,7 +147,8 @@ def _bulk_load_mode() -> None:
 def _staff_create() -> dict[str, Any]:
     """Clinicians of each team (covering its groups), two safety leads (one writes a rule
     change, the other signs it off), a compliance officer and an administrator, with random
-    passwords (hashed in parallel: each hash is deliberately slow)."""
+    passwords (hashed in parallel: each hash is deliberately slow), and the clinic's
+    integration (a token, no password)."""
     user_model = get_user_model()
     accounts = [(f"clin-{team}", team) for team in TEAMS] + [
         ("safety-lead-1", None),
@@ -179,34 +183,60 @@ def _staff_create() -> dict[str, Any]:
             staff["compliance"].append({"username": name, "password": passwords[name]})
         else:
             staff["admin"] = {"username": name, "password": passwords[name]}
+    integration = user_model.objects.create(username="integration", password=make_password(None))
+    integration.groups.add(Group.objects.get(name=INTEGRATION))
+    staff["integration"] = {"token": Token.objects.create(user=integration).key}
     return staff
 
 
-def _enrol(cohort: list[SyntheticPatient], progress: Progress) -> list[tuple[Patient, str]]:
-    """Enrol through the patient and group services, a thousand at a time."""
+def _enrol(
+    cohort: list[SyntheticPatient], progress: Progress, *, seed: int
+) -> list[tuple[Patient, str]]:
+    """Enrol through the enrolment service (pseudonyms, data keys, encrypted fields, the
+    identity vault, medical groups), a thousand at a time, with synthetic identifiers."""
     progress.start("Enrolling patients", len(cohort))
+    rng = np.random.default_rng([seed, 11])
+    today = timezone.localdate()
     enrolled: list[tuple[Patient, str]] = []
     for start in range(0, len(cohort), ENROL_BATCH):
         chunk = cohort[start : start + ENROL_BATCH]
-        with transaction.atomic():
-            created = patients_create(
-                records=[
-                    NewPatient(
-                        pseudonym=f"p-{secrets.token_hex(8)}",
-                        age_band=p.age_band,
-                        sex=p.sex,
-                        timezone=p.timezone,
-                        goals=p.goals,
-                        conditions=p.conditions,
-                        medications=p.medications,
-                    )
-                    for p in chunk
-                ]
-            )
-            patients_groups_refresh(patient_ids=[p.pk for p, _ in created])
-        enrolled += created
+        created = enrolments_create(
+            records=[
+                Enrolment(
+                    identifiers=synthetic_identifiers(seed, start + k),
+                    date_of_birth=synthetic_birth(p.age_band, rng, today),
+                    sex=p.sex,
+                    timezone=p.timezone,
+                    goals=p.goals,
+                    conditions=p.conditions,
+                    medications=p.medications,
+                )
+                for k, p in enumerate(chunk)
+            ]
+        )
+        enrolled += [(e.patient, e.token) for e in created]
         progress.advance(len(chunk))
     return enrolled
+
+
+def synthetic_identifiers(seed: int, index: int) -> dict[str, str]:
+    """Invented identifiers in reserved ranges (example.org; UK drama numbers 07700 9xxxxx)."""
+    return {
+        "record_number": f"DEMO-{seed}-{index:07d}",
+        "email": f"demo.patient.{seed}.{index}@example.org",
+        "phone": f"+44 7700 9{index % 100000:05d}",
+    }
+
+
+AGE_RANGES = {"18-29": (18, 29), "30-44": (30, 44), "45-59": (45, 59), "60-74": (60, 74)}
+
+
+def synthetic_birth(age_band: str, rng: np.random.Generator, today: dt.date) -> dt.date:
+    """A date of birth whose age today falls in `age_band` (75+: up to 94)."""
+    low, high = AGE_RANGES.get(age_band, (75, 94))
+    age = int(rng.integers(low, high + 1))
+    # Well inside the year of age, so leap days never move it across a band's edge.
+    return today - dt.timedelta(days=int(age * 365.25) + int(rng.integers(10, 350)))
 
 
 def _sim_cohort(cohort: list[SyntheticPatient]) -> simulator.Cohort:

@@ -1,5 +1,8 @@
 """Patients, pseudonymous from the first line: a patient is known by a keyed pseudonym only.
-Names, e-mail addresses and record numbers never enter these tables."""
+Names, e-mail addresses and record numbers never enter these tables in clear: sensitive fields
+(date of birth, contact details, free text) and the identity vault are encrypted under the
+patient's own data key (PatientKey; privacy/crypto.py), which erasure destroys. The coarse
+fields the recommender and reports need (age band, sex) stay in clear."""
 
 import datetime as dt
 import functools
@@ -10,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from core.models import BaseModel
+from privacy import crypto
 
 
 class Goal(models.TextChoices):
@@ -69,12 +73,58 @@ class Patient(BaseModel):
     # Set when the medical groups were last derived from the codes (safety); until then the
     # groups are unknown and every nudge needs a clinician's review.
     groups_refreshed_at = models.DateTimeField(null=True, blank=True)
+    # Encrypted under the patient's data key (patients.sealed); empty when not given.
+    date_of_birth_sealed = models.TextField(blank=True)
+    contact_sealed = models.TextField(blank=True)
+    notes_sealed = models.TextField(blank=True)
 
     class Meta:
         ordering = ["pseudonym"]
+        permissions = [
+            ("enrol_patient", "Can enrol patients (the clinic's integration)"),
+            ("reidentify_patient", "Can re-identify a patient from the identity vault"),
+        ]
 
     def __str__(self) -> str:
         return self.pseudonym
+
+    def data_key(self) -> bytes:
+        """This patient's data key, unwrapped. Raises privacy.crypto.CryptoError when it is
+        gone (erased) or cannot be unwrapped with the configured master keys."""
+        cached = getattr(self, "_data_key", None)
+        if cached is None:
+            wrapped = (
+                PatientKey.objects.filter(patient_id=self.pk)
+                .values_list("wrapped", flat=True)
+                .first()
+            )
+            if wrapped is None:
+                raise crypto.CryptoError("The patient's data key is missing (erased?).")
+            cached = self._data_key = crypto.unwrap(wrapped, context=key_context(self.pk))
+        return cached
+
+
+def key_context(patient_id: object) -> str:
+    return f"patient-key:{patient_id}"
+
+
+class PatientKey(BaseModel):
+    """The patient's data key, wrapped under a master key (`master_version` names which, so
+    rotation finds what is left to re-wrap). Deleting this row crypto-shreds everything
+    encrypted under the key."""
+
+    patient = models.OneToOneField(Patient, on_delete=models.CASCADE, related_name="key")
+    wrapped = models.CharField(max_length=160)
+    master_version = models.CharField(max_length=16, db_index=True)
+
+
+class IdentityVault(BaseModel):
+    """The way back from a pseudonym to the person, for authorised re-identification only
+    (patients.rights.patient_reidentify, audited on every use): the identifiers as given at
+    enrolment, encrypted under the patient's data key."""
+
+    patient = models.OneToOneField(Patient, on_delete=models.CASCADE, related_name="vault")
+    sealed = models.TextField()
 
 
 class Condition(BaseModel):

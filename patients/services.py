@@ -21,9 +21,13 @@ from patients.models import (
     Goal,
     Medication,
     Patient,
+    PatientKey,
     Purpose,
+    key_context,
     validate_timezone,
 )
+from patients.sealed import Sensitive, sealed_columns
+from privacy import crypto
 
 
 @dataclass(frozen=True)
@@ -36,22 +40,31 @@ class NewPatient:
     conditions: Sequence[str] = ()
     medications: Sequence[str] = ()
     consents: Mapping[str, bool] = field(default_factory=dict)
+    sensitive: Sensitive = Sensitive()
+
+
+def patient_record_check(record: NewPatient) -> None:
+    """Raise an ApplicationError naming the field for a record patients_create would refuse."""
+    _check_timezone(record.timezone)
+    _check_goals(record.goals)
+    errors = invalid_codes(conditions=list(record.conditions), medications=list(record.medications))
+    if errors:
+        raise ApplicationError("Invalid codes in the record.", fields=errors)
+    unknown = set(record.consents) - set(Purpose.values)
+    if unknown:
+        raise ApplicationError("Unknown consent purpose.", fields={"consents": "unknown purpose"})
 
 
 @transaction.atomic
 def patients_create(*, records: Sequence[NewPatient]) -> list[tuple[Patient, str]]:
-    """Create patients, their app logins (tokens) and agendas, all or none. A login's username
-    is the pseudonym: nothing identifying is stored. Consent defaults to granted for every
-    purpose unless the record says otherwise, and each grant starts the consent history.
-    Returns each patient with their API token, in the order given."""
+    """Create patients, their app logins (tokens), data keys and agendas, all or none. A
+    login's username is the pseudonym: nothing identifying is stored. Every patient gets
+    their own data key, stored wrapped under the master key; sensitive fields are stored
+    only encrypted under it. Consent defaults to granted for every purpose unless the record
+    says otherwise, and each grant starts the consent history. Returns each patient with
+    their API token, in the order given."""
     for record in records:
-        _check_timezone(record.timezone)
-        _check_goals(record.goals)
-        errors = invalid_codes(
-            conditions=list(record.conditions), medications=list(record.medications)
-        )
-        if errors:
-            raise ApplicationError("Invalid codes in the record.", fields=errors)
+        patient_record_check(record)
     user_model = get_user_model()
     users = [user_model(username=r.pseudonym, password=make_password(None)) for r in records]
     user_model.objects.bulk_create(users)
@@ -59,8 +72,15 @@ def patients_create(*, records: Sequence[NewPatient]) -> list[tuple[Patient, str
         Patient(pseudonym=r.pseudonym, user=u, age_band=r.age_band, sex=r.sex, timezone=r.timezone)
         for r, u in zip(records, users, strict=True)
     ]
-    for patient in patients:
+    keys = []
+    version = crypto.current_version()
+    for record, patient in zip(records, patients, strict=True):
         patient.full_clean(exclude=["user"], validate_unique=False, validate_constraints=False)
+        data_key = patient._data_key = crypto.new_data_key()
+        for column, value in sealed_columns(patient.pk, data_key, record.sensitive).items():
+            setattr(patient, column, value)
+        wrapped = crypto.wrap(data_key, context=key_context(patient.pk), version=version)
+        keys.append(PatientKey(patient=patient, wrapped=wrapped, master_version=version))
     Patient.objects.bulk_create(patients)
     goals, conditions, medications, consents, events, tokens = [], [], [], [], [], []
     for r, patient in zip(records, patients, strict=True):
@@ -80,6 +100,7 @@ def patients_create(*, records: Sequence[NewPatient]) -> list[tuple[Patient, str
             )
         tokens.append(Token(user=patient.user, key=Token.generate_key()))
     for model, rows in (
+        (PatientKey, keys),
         (CarePlanGoal, goals),
         (Condition, conditions),
         (Medication, medications),
@@ -95,6 +116,32 @@ def patient_create(**record: Any) -> tuple[Patient, str]:
     """One patient: patients_create with a single record."""
     [created] = patients_create(records=[NewPatient(**record)])
     return created
+
+
+@transaction.atomic
+def consents_set(
+    *, patient: Patient, consents: Mapping[str, bool], source: str = "app"
+) -> dict[str, bool]:
+    """Set the consent in force for the purposes given; only a purpose whose consent changes
+    is written, with its ConsentEvent, so the history lists changes. Returns the consent in
+    force for every purpose. The patient's row is locked so concurrent changes queue."""
+    unknown = sorted(set(consents) - set(Purpose.values))
+    if unknown:
+        raise ApplicationError(
+            "Unknown consent purpose.", fields={name: "unknown purpose" for name in unknown}
+        )
+    not_bool = sorted(name for name, value in consents.items() if not isinstance(value, bool))
+    if not_bool:
+        raise ApplicationError(
+            "Consent is true or false.", fields={name: "not a boolean" for name in not_bool}
+        )
+    Patient.objects.select_for_update().filter(pk=patient.pk).first()
+    current = dict(Consent.objects.filter(patient=patient).values_list("purpose", "granted"))
+    for purpose, granted in consents.items():
+        if current.get(purpose) is not granted:
+            consent_set(patient=patient, purpose=purpose, granted=granted, source=source)
+            current[purpose] = granted
+    return {purpose: bool(current.get(purpose, False)) for purpose in Purpose.values}
 
 
 @transaction.atomic

@@ -37,7 +37,15 @@ def seeded(tmp_path):  # type: ignore[no-untyped-def]
 def test_seeding_writes_every_login_to_the_credentials_file(seeded):
     credentials, _ = seeded
 
-    assert set(credentials) == {"patients", "clinicians", "safety_leads", "compliance", "admin"}
+    assert set(credentials) == {
+        "patients",
+        "clinicians",
+        "safety_leads",
+        "compliance",
+        "admin",
+        "integration",
+    }
+    assert set(credentials["integration"]) == {"token"}
     assert len(credentials["safety_leads"]) == 2
     assert len(credentials["patients"]) == 30
     assert all(set(p) == {"pseudonym", "token"} for p in credentials["patients"])

@@ -10,4 +10,5 @@ REGISTRY: dict[str, str] = {
     "rules": "demo.benchmarks.safety:bench_rules",
     "queue": "demo.benchmarks.safety:bench_queue",
     "safety_run": "demo.benchmarks.safety:bench_safety_run",
+    "dp_reports": "demo.benchmarks.privacy:bench_dp_reports",
 }

@@ -13,6 +13,7 @@ from django.utils import timezone
 from nudges.models import Delivery, DeliveryState, DeliveryTransition, PushMessage, PushState
 from nudges.push import PushError, get_provider, push_payload
 from nudges.services.gate import gate_check, gate_enforce
+from patients.models import Consent, Purpose
 
 logger = logging.getLogger(__name__)
 STALE_CLAIM = dt.timedelta(minutes=5)
@@ -32,7 +33,8 @@ def _claim(message_id: object, now: dt.datetime) -> bool:
 
 def outbox_dispatch(*, limit: int = 200, now: dt.datetime | None = None) -> dict[str, int]:
     """Send up to `limit` due pushes. A push whose nudge is no longer ready (opened in the app,
-    expired, blocked) is cancelled instead of sent."""
+    expired, blocked), or whose patient has withdrawn consent to notifications since it was
+    queued, is cancelled instead of sent."""
     now = now or timezone.now()
     due = Q(state=PushState.PENDING, next_attempt_at__lte=now) | Q(
         state=PushState.SENDING, updated_at__lt=now - STALE_CLAIM
@@ -52,7 +54,11 @@ def outbox_dispatch(*, limit: int = 200, now: dt.datetime | None = None) -> dict
 
 def _send_one(message_id: object, provider, now: dt.datetime) -> str:  # type: ignore[no-untyped-def]
     message = PushMessage.objects.select_related("delivery").get(pk=message_id)
-    if message.delivery.state != DeliveryState.READY or not _gate(message.delivery, now):
+    if (
+        message.delivery.state != DeliveryState.READY
+        or not _notifications_consented(message.delivery)
+        or not _gate(message.delivery, now)
+    ):
         PushMessage.objects.filter(pk=message_id).update(state=PushState.CANCELLED, updated_at=now)
         return "cancelled"
     try:
@@ -91,6 +97,12 @@ def _send_one(message_id: object, provider, now: dt.datetime) -> str:  # type: i
                 reason="provider_accepted",
             )
     return "sent"
+
+
+def _notifications_consented(delivery: Delivery) -> bool:
+    return Consent.objects.filter(
+        patient_id=delivery.patient_id, purpose=Purpose.NOTIFICATIONS, granted=True
+    ).exists()
 
 
 def _gate(delivery: Delivery, now: dt.datetime) -> bool:
