@@ -11,7 +11,6 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from nudges import offline
 from nudges.experiments import arm_for, parse_arms
 from nudges.models import (
     BatchRun,
@@ -26,34 +25,19 @@ from nudges.services.batch import batch_chunk, batch_plan
 from nudges.services.catalogue import templates_signoff
 from nudges.services.decisions import decision_make
 from nudges.services.registry import (
-    baseline_ensure,
     champion,
-    model_promote,
-    model_register,
     model_rollback,
 )
 from patients.services import consent_set
+from tests.conftest import promote_bundle
 from tests.factories import make_clinician, make_patient
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(scope="module")
-def trained():  # type: ignore[no-untyped-def]
-    """A model trained on a small simulated world's baseline log (fast: no database)."""
-    setup = offline.world_from_cohort(150, seed=5)
-    return offline.train_on_baseline(setup, days=20, seed=6).bundle
-
-
 @pytest.fixture
-def model(trained, settings, tmp_path):  # type: ignore[no-untyped-def]
-    settings.NUDGE_MODELS_DIR = tmp_path / "models"
-    baseline_ensure()
-    row = model_register(
-        bundle=trained, metrics={}, trained_from=timezone.now(), trained_to=timezone.now()
-    )
-    model_promote(version=row.version)
-    return row
+def model(trained_bundle, settings, tmp_path):  # type: ignore[no-untyped-def]
+    return promote_bundle(trained_bundle, settings, tmp_path / "models")
 
 
 def _veteran(**kwargs):  # type: ignore[no-untyped-def]
