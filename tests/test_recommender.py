@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from nudges.experiments import arm_for, parse_arms
@@ -303,3 +303,36 @@ def test_train_model_learns_from_the_engines_own_decisions_and_promotes_a_better
     offline_figures = row.metrics["offline"]
     assert {"challenger", "champion", "beats_champion"} <= set(offline_figures)
     assert json.dumps(row.schema)
+
+
+def test_evaluate_policy_current_uses_the_serving_champion(model, tmp_path):
+    log = tmp_path / "explore.jsonl"
+    call_command(
+        "simulate", "--patients=60", "--days=8", "--seed=3", "--policy=explore:0.3", f"--out={log}"
+    )
+    out = tmp_path / "current.json"
+
+    call_command(
+        "evaluate_policy",
+        f"--decisions={log}",
+        "--policy=current",
+        "--bootstrap=30",
+        f"--json={out}",
+    )
+
+    result = json.loads(out.read_text())
+    assert result["model"] == model.version
+    assert result["true_value"] > 0
+    assert result["estimates"]["snips"]["low"] <= result["estimates"]["snips"]["high"]
+
+
+def test_evaluate_policy_current_refuses_without_a_model(tmp_path):
+    log = tmp_path / "explore.jsonl"
+    call_command(
+        "simulate", "--patients=20", "--days=3", "--seed=3", "--policy=baseline", f"--out={log}"
+    )
+
+    with pytest.raises(CommandError, match="not a usable model"):
+        call_command(
+            "evaluate_policy", f"--decisions={log}", "--policy=current", f"--json={tmp_path / 'o'}"
+        )
