@@ -308,7 +308,12 @@ def test_train_model_learns_from_the_engines_own_decisions_and_promotes_a_better
 def test_evaluate_policy_current_uses_the_serving_champion(model, tmp_path):
     log = tmp_path / "explore.jsonl"
     call_command(
-        "simulate", "--patients=60", "--days=8", "--seed=3", "--policy=explore:0.3", f"--out={log}"
+        "simulate",
+        "--patients=100",
+        "--days=12",
+        "--seed=3",
+        "--policy=explore:0.3",
+        f"--out={log}",
     )
     out = tmp_path / "current.json"
 
@@ -336,3 +341,36 @@ def test_evaluate_policy_current_refuses_without_a_model(tmp_path):
         call_command(
             "evaluate_policy", f"--decisions={log}", "--policy=current", f"--json={tmp_path / 'o'}"
         )
+
+
+@pytest.mark.slow
+def test_train_model_trains_on_a_log_file_for_evaluate_policy(tmp_path):
+    log = tmp_path / "explore.jsonl"
+    call_command(
+        "simulate",
+        "--patients=300",
+        "--days=20",
+        "--seed=3",
+        "--policy=explore:0.3",
+        f"--out={log}",
+    )
+    artefact = tmp_path / "model.json"
+
+    call_command("train_model", f"--decisions={log}", f"--out={artefact}")
+    out = tmp_path / "current.json"
+    call_command(
+        "evaluate_policy",
+        f"--decisions={log}",
+        "--policy=current",
+        f"--model={artefact}",
+        "--bootstrap=30",
+        f"--json={out}",
+    )
+
+    assert json.loads(out.read_text())["model"].startswith("log-")
+    assert not ModelVersion.objects.exists()  # a log's model is not registered
+
+
+def test_train_model_on_a_log_needs_an_output(tmp_path):
+    with pytest.raises(CommandError, match="--out is required"):
+        call_command("train_model", f"--decisions={tmp_path / 'x.jsonl'}")
