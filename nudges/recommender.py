@@ -37,6 +37,7 @@ EFFECT_PARAMS = {
     "verbose": -1,
 }
 MAX_ROUNDS = 400
+SMALL_TRAINING_ROWS = 100_000  # below this a model trains on one thread
 EARLY_STOP = 30
 
 
@@ -146,9 +147,13 @@ def train(
     def booster(
         base: dict, x: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, held_rows: np.ndarray
     ) -> lgb.Booster:
-        options = {**base, "seed": seed, "num_threads": threads, "deterministic": True}
+        # OpenMP threads spin while they wait: on a small data set, or on cores other work
+        # shares, two threads ran 5x slower than one (docs/benchmarks.md).
+        x_fit = x[fit_rows]
+        n_threads = threads if len(x_fit) >= SMALL_TRAINING_ROWS else 1
+        options = {**base, "seed": seed, "num_threads": n_threads, "deterministic": True}
         train_set = lgb.Dataset(
-            x[fit_rows],
+            x_fit,
             y[fit_rows],
             feature_name=names,
             categorical_feature=categorical,

@@ -132,3 +132,37 @@ def outsider(db):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def outsider_api(outsider) -> APIClient:  # type: ignore[no-untyped-def]
     return _client(token_for(outsider))
+
+
+@pytest.fixture(scope="session")
+def trained_bundle():  # type: ignore[no-untyped-def]
+    """A model trained on a small simulated world's baseline log (no database; ~seconds)."""
+    from nudges import offline
+
+    setup = offline.world_from_cohort(150, seed=5)
+    return offline.train_on_baseline(setup, days=20, seed=6).bundle
+
+
+def promote_bundle(bundle, settings, directory):  # type: ignore[no-untyped-def]
+    """Register `bundle` and make it the champion (artefacts under `directory`)."""
+    from django.utils import timezone
+
+    from nudges.services.registry import baseline_ensure, model_promote, model_register
+
+    settings.NUDGE_MODELS_DIR = directory
+    baseline_ensure()
+    row = model_register(
+        bundle=bundle, metrics={}, trained_from=timezone.now(), trained_to=timezone.now()
+    )
+    model_promote(version=row.version)
+    return row
+
+
+@pytest.fixture(params=["baseline", "agenda"])
+def policy_in_force(request, settings, tmp_path, trained_bundle):  # type: ignore[no-untyped-def]
+    """Runs a test once under the baseline and once under the agenda policy (a promoted
+    champion, with no cold start so that even new patients get it)."""
+    if request.param == "agenda":
+        settings.NUDGE_MIN_TENURE_DAYS = 0
+        promote_bundle(trained_bundle, settings, tmp_path / "models")
+    return request.param

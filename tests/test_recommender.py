@@ -8,10 +8,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from nudges import offline
 from nudges.experiments import arm_for, parse_arms
 from nudges.models import (
     BatchRun,
@@ -26,34 +25,19 @@ from nudges.services.batch import batch_chunk, batch_plan
 from nudges.services.catalogue import templates_signoff
 from nudges.services.decisions import decision_make
 from nudges.services.registry import (
-    baseline_ensure,
     champion,
-    model_promote,
-    model_register,
     model_rollback,
 )
 from patients.services import consent_set
+from tests.conftest import promote_bundle
 from tests.factories import make_clinician, make_patient
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(scope="module")
-def trained():  # type: ignore[no-untyped-def]
-    """A model trained on a small simulated world's baseline log (fast: no database)."""
-    setup = offline.world_from_cohort(150, seed=5)
-    return offline.train_on_baseline(setup, days=20, seed=6).bundle
-
-
 @pytest.fixture
-def model(trained, settings, tmp_path):  # type: ignore[no-untyped-def]
-    settings.NUDGE_MODELS_DIR = tmp_path / "models"
-    baseline_ensure()
-    row = model_register(
-        bundle=trained, metrics={}, trained_from=timezone.now(), trained_to=timezone.now()
-    )
-    model_promote(version=row.version)
-    return row
+def model(trained_bundle, settings, tmp_path):  # type: ignore[no-untyped-def]
+    return promote_bundle(trained_bundle, settings, tmp_path / "models")
 
 
 def _veteran(**kwargs):  # type: ignore[no-untyped-def]
@@ -319,3 +303,74 @@ def test_train_model_learns_from_the_engines_own_decisions_and_promotes_a_better
     offline_figures = row.metrics["offline"]
     assert {"challenger", "champion", "beats_champion"} <= set(offline_figures)
     assert json.dumps(row.schema)
+
+
+def test_evaluate_policy_current_uses_the_serving_champion(model, tmp_path):
+    log = tmp_path / "explore.jsonl"
+    call_command(
+        "simulate",
+        "--patients=100",
+        "--days=12",
+        "--seed=3",
+        "--policy=explore:0.3",
+        f"--out={log}",
+    )
+    out = tmp_path / "current.json"
+
+    call_command(
+        "evaluate_policy",
+        f"--decisions={log}",
+        "--policy=current",
+        "--bootstrap=30",
+        f"--json={out}",
+    )
+
+    result = json.loads(out.read_text())
+    assert result["model"] == model.version
+    assert result["true_value"] > 0
+    assert result["estimates"]["snips"]["low"] <= result["estimates"]["snips"]["high"]
+
+
+def test_evaluate_policy_current_refuses_without_a_model(tmp_path):
+    log = tmp_path / "explore.jsonl"
+    call_command(
+        "simulate", "--patients=20", "--days=3", "--seed=3", "--policy=baseline", f"--out={log}"
+    )
+
+    with pytest.raises(CommandError, match="not a usable model"):
+        call_command(
+            "evaluate_policy", f"--decisions={log}", "--policy=current", f"--json={tmp_path / 'o'}"
+        )
+
+
+@pytest.mark.slow
+def test_train_model_trains_on_a_log_file_for_evaluate_policy(tmp_path):
+    log = tmp_path / "explore.jsonl"
+    call_command(
+        "simulate",
+        "--patients=300",
+        "--days=20",
+        "--seed=3",
+        "--policy=explore:0.3",
+        f"--out={log}",
+    )
+    artefact = tmp_path / "model.json"
+
+    call_command("train_model", f"--decisions={log}", f"--out={artefact}")
+    out = tmp_path / "current.json"
+    call_command(
+        "evaluate_policy",
+        f"--decisions={log}",
+        "--policy=current",
+        f"--model={artefact}",
+        "--bootstrap=30",
+        f"--json={out}",
+    )
+
+    assert json.loads(out.read_text())["model"].startswith("log-")
+    assert not ModelVersion.objects.exists()  # a log's model is not registered
+
+
+def test_train_model_on_a_log_needs_an_output(tmp_path):
+    with pytest.raises(CommandError, match="--out is required"):
+        call_command("train_model", f"--decisions={tmp_path / 'x.jsonl'}")

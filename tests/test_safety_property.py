@@ -581,7 +581,7 @@ def enrol(specs: list[dict[str, Any]], start: dt.datetime) -> list[tuple[Patient
     operations=st.lists(st.tuples(st.integers(1, 90), operation_st), min_size=6, max_size=20),
 )
 def test_no_nudge_reaches_a_patient_unless_the_rules_active_then_allow_it(
-    staff, room_for_many_nudges, patients, operations
+    staff, room_for_many_nudges, policy_in_force, patients, operations
 ):
     # Each example rolls back, so the next one reuses rule-set version numbers for other
     # rules: a cache trusting a version number would show here too.
@@ -597,9 +597,12 @@ def test_no_nudge_reaches_a_patient_unless_the_rules_active_then_allow_it(
         transaction.set_rollback(True)
 
 
-def test_the_property_sees_nudges_reach_patients_under_changing_rules(staff, room_for_many_nudges):
+def test_the_property_sees_nudges_reach_patients_under_changing_rules(
+    staff, room_for_many_nudges, policy_in_force
+):
     """The property above is not vacuous: one fixed scenario with rule changes and a stop in
-    it moves nudges to the patient and pushes them, and every move passes the check."""
+    it moves nudges to the patient and pushes them, and every move passes the check, under
+    the baseline and under the agenda policy with its exploration."""
     start = timezone.now().replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
     world = World(
         staff=staff,
@@ -635,3 +638,5 @@ def test_the_property_sees_nudges_reach_patients_under_changing_rules(staff, roo
 
     assert world.moves_checked >= 3
     assert world.seen_pushes
+    policies = set(Decision.objects.values_list("policy_name", flat=True))
+    assert policies == {policy_in_force}

@@ -81,7 +81,9 @@ def sweep(moment: dt.datetime, patients: list[Patient], rng: np.random.Generator
         deliveries_mark_delivered(deliveries=nudges, actor="inbox")
 
 
-def test_five_thousand_decisions_never_bring_a_blocked_template_to_a_patient(tmp_path):
+def test_five_thousand_decisions_never_bring_a_blocked_template_to_a_patient(
+    tmp_path, policy_in_force
+):
     call_command("seed_demo", patients=300, days=5, seed=3, credentials=tmp_path / "c.json")
     patients = list(Patient.objects.order_by("pseudonym"))
     groups = memberships()
@@ -128,3 +130,9 @@ def test_five_thousand_decisions_never_bring_a_blocked_template_to_a_patient(tmp
     assert reached.filter(decision__in=run, state=DeliveryState.DELIVERED).exists()
     assert PushMessage.objects.filter(state=PushState.SENT).exists()
     assert receipts_with_blocks >= 100, receipts_with_blocks
+    # ... under the policy in force: every decision that reached a policy (the others were
+    # not available: daily cap, gap, quiet) was made by it; the agenda policy explores over
+    # what safety leaves.
+    decided = run.filter(outcome__in=[Outcome.NUDGE, Outcome.NO_NUDGE])
+    policies = Counter(decided.values_list("policy_name", flat=True))
+    assert policies == {policy_in_force: decided.count()}, policies

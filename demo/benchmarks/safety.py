@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.db.models import Count
 from django.test import Client
 from django.utils import timezone
 
@@ -289,12 +290,24 @@ def bench_safety_run(*, quick: bool = False) -> dict[str, Any]:
     they go, a new rule set activated and a template stopped half-way; then every nudge that
     reached a patient is checked against the rules active, and the template's status, at the
     moment it reached them. 100,000 decisions (5,000 with --quick)."""
+    from django.test.utils import override_settings
+
     from demo.seeding import demo_seed
+    from nudges.services.registry import model_promote
+    from nudges.services.training import model_train
 
     target = 5_000 if quick else 100_000
     patients = 500 if quick else 2_000
-    demo_seed(patients=patients, seed=11, days=0, credentials_path=_scratch() / "c.json")
-    return run_decisions(target=target, seed=11)
+    scratch = _scratch()
+    # Two weeks of simulated history to train the first model on: the run then decides with
+    # the agenda policy and its exploration, as the demo does.
+    demo_seed(patients=patients, seed=11, days=14, credentials_path=scratch / "c.json")
+    with override_settings(NUDGE_MODELS_DIR=scratch / "models", NUDGE_ARMS="treatment:100"):
+        trained = model_train(days=14, promote=False)
+        model_promote(version=trained.row.version)
+        figures = run_decisions(target=target, seed=11)
+    figures["model"] = f"{trained.row.version} (promoted for the run; arms treatment:100)"
+    return figures
 
 
 def _scratch():  # type: ignore[no-untyped-def]
@@ -329,6 +342,7 @@ def run_decisions(*, target: int, seed: int) -> dict[str, Any]:
     seen: set[Any] = set()
     counts = {"decisions": 0, "reached_patient": 0, "violations": 0, "blocked_in_receipts": 0}
     began = time.perf_counter()
+    started_at = timezone.now()
     for slot in range(slots):
         moment = start + dt.timedelta(hours=12 * slot)
         if slot == slots // 3:
@@ -362,6 +376,12 @@ def run_decisions(*, target: int, seed: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - began
     counts["seconds"] = round(elapsed, 1)
     counts["decisions_per_second"] = round(counts["decisions"] / elapsed, 1)
+    counts["policies"] = dict(
+        Decision.objects.filter(created_at__gte=started_at)
+        .values_list("policy_name")
+        .annotate(n=Count("pk"))
+        .values_list("policy_name", "n")
+    )
     return counts
 
 

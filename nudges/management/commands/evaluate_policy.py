@@ -18,7 +18,8 @@ class Command(BaseCommand):
         "SNIPS, DM and DR with 95% patient-bootstrap intervals, and the true value when the "
         "log is simulated. Policies: "
         + ", ".join(offline.LOG_POLICIES)
-        + ". current (agenda) and engagement need --model or --cross-fit K."
+        + ". current (agenda) and engagement use the serving champion's model, or --model PATH, "
+        "or train on K-1 folds of patients with --cross-fit K."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -54,6 +55,12 @@ class Command(BaseCommand):
                 bundle = ModelBundle.loads(Path(options["model"]).read_bytes())
             except (OSError, ModelError) as error:
                 raise CommandError(f"cannot read the model: {error}") from None
+        if (
+            bundle is None
+            and options["cross_fit"] is None
+            and offline.needs_model(options["policy"])
+        ):
+            bundle = self._champion()
         schema = bundle.schema if bundle is not None else offline.schema_for_log(log)
         try:
             result = offline.evaluate_log(
@@ -70,3 +77,15 @@ class Command(BaseCommand):
         text = json.dumps(result, indent=1)
         options["json"].write_text(text + "\n")
         self.stdout.write(text)
+
+    @staticmethod
+    def _champion() -> ModelBundle:
+        from nudges.services.registry import champion
+
+        current = champion()
+        if current.bundle is None:
+            raise CommandError(
+                f"the champion ({current.version}) is not a usable model ({current.problem}); "
+                "pass --model PATH or --cross-fit K."
+            )
+        return current.bundle
