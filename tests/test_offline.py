@@ -369,7 +369,6 @@ def test_evaluate_policy_cross_fits_the_current_policy_by_patient(
         (["--policy=nope"], "unknown policy"),
         (["--policy=always:no-such-template@1"], "unknown action"),
         (["--policy=baseline", "--cross-fit=1"], "K >= 2"),
-        (["--policy=current"], "needs a model"),
     ],
 )
 def test_evaluate_policy_refuses_bad_arguments(
