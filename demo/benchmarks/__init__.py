@@ -10,4 +10,8 @@ REGISTRY: dict[str, str] = {
     "rules": "demo.benchmarks.safety:bench_rules",
     "queue": "demo.benchmarks.safety:bench_queue",
     "safety_run": "demo.benchmarks.safety:bench_safety_run",
+    "decision": "demo.benchmarks.serving:bench_decision",
+    "inbox": "demo.benchmarks.serving:bench_inbox",
+    "batch": "demo.benchmarks.recommender:bench_batch",
+    "train": "demo.benchmarks.recommender:bench_train",
 }
