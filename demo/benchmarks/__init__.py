@@ -10,5 +10,9 @@ REGISTRY: dict[str, str] = {
     "rules": "demo.benchmarks.safety:bench_rules",
     "queue": "demo.benchmarks.safety:bench_queue",
     "safety_run": "demo.benchmarks.safety:bench_safety_run",
+    "decision": "demo.benchmarks.serving:bench_decision",
+    "inbox": "demo.benchmarks.serving:bench_inbox",
+    "batch": "demo.benchmarks.recommender:bench_batch",
+    "train": "demo.benchmarks.recommender:bench_train",
     "dp_reports": "demo.benchmarks.privacy:bench_dp_reports",
 }
