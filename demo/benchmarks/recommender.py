@@ -85,10 +85,13 @@ def population_create(n: int, *, seed: int, history: int, now: dt.datetime) -> P
         write_rows(
             Patient,
             ["id", "created_at", "updated_at", "pseudonym", "user", "age_band", "sex"]
-            + ["timezone", "quiet_start", "quiet_end", "is_active", "groups_refreshed_at"],
+            + ["timezone", "quiet_start", "quiet_end", "is_active", "groups_refreshed_at"]
+            # No sensitive fields given (empty, as enrolment stores them when absent).
+            + ["date_of_birth_sealed", "contact_sealed", "notes_sealed"],
             [
                 (ids[i], db.datetime(enrolled[i]), stamp, names[i], user_ids[names[i]])
                 + (p.age_band, p.sex, p.timezone, "22:00:00", "07:00:00", True, stamp)
+                + ("", "", "")
                 for i, p in enumerate(cohort)
             ],
         )
