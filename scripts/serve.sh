@@ -9,6 +9,10 @@ PORT="${PORT:-8000}"
 DATA_DIR="${NUDGE_DATA_DIR:-.demo}"
 mkdir -p "$DATA_DIR/logs"
 
+# Refuse to start on a wrong encryption key (or any other failed check, the database's
+# included) rather than serve and fail on the first read.
+"$VENV/bin/python" manage.py check --database default --fail-level ERROR >/dev/null
+
 pids=()
 cleanup() {
   trap - EXIT INT TERM
