@@ -27,6 +27,7 @@ from clinicians.roles import CLINICIAN, COMPLIANCE, INTEGRATION, SAFETY_LEAD
 from core.bulk import DbFormat, insert_rows
 from demo.cohort import CONDITIONS, SyntheticPatient, synthetic_cohort
 from nudges import baseline, simulator
+from nudges import rows as columns
 from nudges.decide import SafetyTable, Snapshot, receipt_finish, receipt_head, safety_receipt
 from nudges.models import (
     Decision,
@@ -588,27 +589,10 @@ class _HistoryWriter:
             rows.clear()
 
 
-_TIMES = ["id", "created_at", "updated_at"]
+_TIMES = list(columns.TIMES)
 TABLES: dict[str, tuple[type, list[str]]] = {
-    "points": (DecisionPoint, [*_TIMES, "patient", "moment", "trigger"]),
-    "decisions": (
-        Decision,
-        [
-            *_TIMES,
-            "decision_point",
-            "patient",
-            "outcome",
-            "reason",
-            "policy_name",
-            "policy_version",
-            "template",
-            "template_version",
-            "propensity",
-            "arm",
-            "model_version",
-            "receipt",
-        ],
-    ),
+    "points": (DecisionPoint, list(columns.POINT_COLUMNS)),
+    "decisions": (Decision, list(columns.DECISION_COLUMNS)),
     "deliveries": (
         Delivery,
         [
@@ -629,10 +613,7 @@ TABLES: dict[str, tuple[type, list[str]]] = {
             "safety_rules",
         ],
     ),
-    "transitions": (
-        DeliveryTransition,
-        [*_TIMES, "delivery", "from_state", "to_state", "actor", "reason"],
-    ),
+    "transitions": (DeliveryTransition, list(columns.TRANSITION_COLUMNS)),
     "events": (Event, [*_TIMES, "patient", "client_id", "kind", "value", "occurred_at"]),
 }
 

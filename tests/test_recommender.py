@@ -16,8 +16,11 @@ from nudges.models import (
     BatchRun,
     Decision,
     DecisionPoint,
+    Delivery,
+    DeliveryState,
     ModelStatus,
     ModelVersion,
+    ReviewRequest,
     Template,
     TemplateStatus,
 )
@@ -374,3 +377,19 @@ def test_train_model_trains_on_a_log_file_for_evaluate_policy(tmp_path):
 def test_train_model_on_a_log_needs_an_output(tmp_path):
     with pytest.raises(CommandError, match="--out is required"):
         call_command("train_model", f"--decisions={tmp_path / 'x.jsonl'}")
+
+
+def test_a_batch_run_opens_a_review_for_each_nudge_its_rules_route_to_clinicians():
+    patients = [
+        make_patient(groups=("heart-failure",), goals={"activity": 1.0})[0] for _ in range(40)
+    ]
+    day = (timezone.now() + dt.timedelta(days=2)).date()
+    run = batch_plan(slot=dt.time(9, 0), day=day, chunk_size=10)
+
+    made = sum(batch_chunk(run_id=run.pk, chunk=i) for i in range(len(run.chunks)))
+
+    assert made == len(patients)
+    held = Delivery.objects.filter(state=DeliveryState.AWAITING_REVIEW)
+    assert held.exists()  # heart failure routes vigorous activity to review
+    reviewed = set(ReviewRequest.objects.values_list("delivery_id", flat=True))
+    assert set(held.values_list("pk", flat=True)) <= reviewed

@@ -16,6 +16,7 @@ from django.utils import timezone
 from core.bulk import DbFormat, insert_rows
 from demo.benchmarks.timing import summary_ms, timed
 from demo.cohort import synthetic_cohort
+from nudges import rows as columns
 from nudges.decide import Snapshot, TemplateInfo
 from nudges.models import (
     Decision,
@@ -229,28 +230,10 @@ def _pending_reviews(patients: list[Any], n: int, *, groups: list[str]) -> None:
             )
         )
         rows["links"].append((ids["reviews"][i], group_ids[i % len(group_ids)]))
-    times = ["id", "created_at", "updated_at"]
+    times = columns.TIMES
     with transaction.atomic():
-        insert_rows(DecisionPoint, [*times, "patient", "moment", "trigger"], rows["points"])
-        insert_rows(
-            Decision,
-            [
-                *times,
-                "decision_point",
-                "patient",
-                "outcome",
-                "reason",
-                "policy_name",
-                "policy_version",
-                "template",
-                "template_version",
-                "propensity",
-                "arm",
-                "model_version",
-                "receipt",
-            ],
-            rows["decisions"],
-        )
+        insert_rows(DecisionPoint, list(columns.POINT_COLUMNS), rows["points"])
+        insert_rows(Decision, list(columns.DECISION_COLUMNS), rows["decisions"])
         insert_rows(
             Delivery,
             [

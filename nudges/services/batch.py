@@ -6,6 +6,7 @@ inserts. A decision point is unique per (patient, moment): a chunk run twice, or
 at once, decides each point once."""
 
 import datetime as dt
+import uuid
 from collections import defaultdict
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from django.db.models import Count, Sum
 
 from core.bulk import DbFormat, insert_rows
 from nudges import decide as core
+from nudges import rows as columns
 from nudges.models import (
     BatchChunk,
     BatchRun,
@@ -91,7 +93,7 @@ def _decide_zone(patients: list[Patient], moment: dt.datetime, rng: np.random.Ge
     ids = db.new_ids(len(patients), moment)
     insert_rows(
         DecisionPoint,
-        ["id", "created_at", "updated_at", "patient", "moment", "trigger"],
+        list(columns.POINT_COLUMNS),
         [
             (ids[i], stamp, stamp, db.id(p.pk), stamp, Trigger.SLOT.value)
             for i, p in enumerate(patients)
@@ -280,26 +282,8 @@ def _persist(
             )
         if plan.review:
             reviews.append((delivery_id, out))
-    times = ["id", "created_at", "updated_at"]
-    insert_rows(
-        Decision,
-        [
-            *times,
-            "decision_point",
-            "patient",
-            "outcome",
-            "reason",
-            "policy_name",
-            "policy_version",
-            "template",
-            "template_version",
-            "propensity",
-            "arm",
-            "model_version",
-            "receipt",
-        ],
-        decisions,
-    )
+    times = columns.TIMES
+    insert_rows(Decision, list(columns.DECISION_COLUMNS), decisions)
     insert_rows(
         Delivery,
         [
@@ -320,7 +304,7 @@ def _persist(
     )
     insert_rows(
         DeliveryTransition,
-        [*times, "delivery", "from_state", "to_state", "actor", "reason"],
+        list(columns.TRANSITION_COLUMNS),
         transitions,
     )
     insert_rows(
@@ -337,10 +321,11 @@ def _persist(
         ],
         pushes,
     )
+    to_review = Delivery.objects.in_bulk([delivery_id for delivery_id, _ in reviews])
     for delivery_id, out in reviews:
         assert out.verdict is not None
         review_open(
-            delivery=Delivery.objects.get(pk=delivery_id),
+            delivery=to_review[uuid.UUID(str(delivery_id))],  # ids come in the database format
             verdict=out.verdict,
             ruleset_version=ruleset_version,
             now=now,
