@@ -34,10 +34,11 @@ def smoothed_rate(acted: np.ndarray | float, delivered: np.ndarray | float) -> n
 
 def clip_rows(p: np.ndarray, valid: np.ndarray, *, floor: float, ceiling: float) -> np.ndarray:
     """Scale each row of p proportionally and clip it to [floor, ceiling] over its valid
-    entries so that it sums to 1; invalid entries are 0. The scale is found by bisection (the
-    clipped sum grows with it). A row's bounds are relaxed when they cannot hold for its
-    number of valid entries k (floor <= 1/k <= ceiling); a row already within its bounds
-    after normalising is left as it is."""
+    entries so that it sums to 1; invalid entries are 0. The clipped sum is piecewise linear
+    and increasing in the scale, so the scale is solved exactly between the two breakpoints
+    that bracket 1. A row's bounds are relaxed when they cannot hold for its number of valid
+    entries k (floor <= 1/k <= ceiling); a row already within its bounds after normalising is
+    left as it is."""
     p = np.where(valid, np.maximum(p, 0.0), 0.0).astype(float)
     k = valid.sum(axis=1, keepdims=True).clip(min=1)
     lo = np.minimum(floor, 1.0 / k)
@@ -46,29 +47,39 @@ def clip_rows(p: np.ndarray, valid: np.ndarray, *, floor: float, ceiling: float)
     q = np.where(total > 0, p / np.where(total > 0, total, 1.0), valid / k)
     outside = (valid & ((q < lo) | (q > hi))).any(axis=1)
     if outside.any():
-        q[outside] = _bisect_scale(q[outside], valid[outside], lo[outside], hi[outside])
+        q[outside] = _solve_scale(q[outside], valid[outside], lo[outside], hi[outside])
     return np.where(valid, q, 0.0)
 
 
-def _bisect_scale(q: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Rows with some positive entry: find the scale whose clipped row sums to 1, then give
-    the entries strictly inside the bounds exactly the mass the pinned ones leave."""
+def _solve_scale(q: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Rows with some positive entry: find the interval between breakpoints (the scales at
+    which an entry reaches a bound) where the clipped row sums to 1, then give the entries
+    strictly inside the bounds exactly the mass the pinned ones leave."""
     positive = valid & (q > 0)
-
-    def clipped(scale: np.ndarray) -> np.ndarray:
-        return np.where(valid, np.clip(scale * q, lo, hi), 0.0)
-
-    q = np.where(positive, np.maximum(q, 1e-300), 0.0)
-    # Bisect on the log of the scale: weights may span hundreds of orders of magnitude.
-    low = np.full_like(lo, np.log(1e-300))
-    high = np.log(hi / np.where(positive, q, np.inf).min(axis=1, keepdims=True))
-    for _ in range(100):
-        middle = (low + high) / 2
-        over = clipped(np.exp(middle)).sum(axis=1, keepdims=True) >= 1.0
-        high = np.where(over, middle, high)
-        low = np.where(over, low, middle)
-    scale = np.exp(high)
-    out = clipped(scale)
+    # Work in logs: weights may span hundreds of orders of magnitude.
+    log_q = np.log(np.where(positive, q, 1.0))
+    breaks = np.concatenate(
+        [
+            np.where(positive, np.log(np.maximum(lo, 1e-300)) - log_q, np.inf),
+            np.where(positive, np.log(hi) - log_q, np.inf),
+        ],
+        axis=1,
+    )
+    breaks.sort(axis=1)
+    # The clipped sum at every breakpoint of its row: (rows, breakpoints, entries).
+    at = np.exp(np.minimum(breaks[:, :, None] + log_q[:, None, :], 700.0))
+    at = np.clip(at, lo[:, :, None], hi[:, :, None])
+    sums = np.where(valid[:, None, :], np.where(positive[:, None, :], at, lo[:, :, None]), 0.0)
+    sums = np.where(np.isfinite(breaks), sums.sum(axis=2), np.inf)
+    # At the smallest breakpoint every positive entry sits at the floor, a sum of at most 1
+    # (the bounds are feasible); the root lies after the last breakpoint whose sum is <= 1.
+    below = np.maximum((sums <= 1.0).sum(axis=1) - 1, 0)
+    rows = np.arange(len(q))
+    start = breaks[rows, below]
+    after = breaks[rows, np.minimum(below + 1, breaks.shape[1] - 1)]
+    end = np.where((below + 1 < breaks.shape[1]) & np.isfinite(after), after, start + 1.0)
+    scale = np.exp((start + end) / 2)[:, None]
+    out = np.where(valid, np.clip(scale * q, lo, hi), 0.0)
     free = positive & (scale * q > lo) & (scale * q < hi)
     pinned_mass = np.where(valid & ~free, out, 0.0).sum(axis=1, keepdims=True)
     free_weight = np.where(free, q, 0.0).sum(axis=1, keepdims=True)

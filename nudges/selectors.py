@@ -2,17 +2,23 @@
 delivery of another patient is simply not found."""
 
 import datetime as dt
+import functools
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import QuerySet
 
+from core.bulk import DbFormat
 from nudges import lifecycle
 from nudges.availability import local_day_start
 from nudges.decide import PatientFacts
 from nudges.models import Delivery, DeliveryState, TemplateDecline
-from patients.models import Patient
-from patients.selectors import agenda_for_patient, consent_snapshot
-from safety.selectors import group_slugs_for_patient, standing_approvals
+from patients.models import CarePlanGoal, Consent, Patient, Purpose
+from safety.models import GroupMembership, MedicalGroup, StandingApproval
+from safety.selectors import groups_key
 
 
 def deliveries_for_patient(patient: Patient) -> QuerySet[Delivery]:
@@ -65,36 +71,104 @@ def delivery_history(
     return {"recent_slugs": frozenset(recent), "counted_today": today, "last_nudged_at": last}
 
 
-def patient_facts(
-    patient: Patient,
+def patients_facts(
+    patients: Sequence[Patient],
     *,
     now: dt.datetime,
     ruleset_version: int | None,
-    deliveries: list[tuple] | None = None,
-    arm: str = "treatment",
-) -> PatientFacts:
-    """Everything one decision needs about the patient, read now. Groups are None (unknown,
-    so every candidate goes to review) until the patient's codes have been mapped to groups."""
-    history = delivery_history(patient, now=now, deliveries=deliveries)
-    groups = group_slugs_for_patient(patient) if patient.groups_refreshed_at else None
-    return PatientFacts(
-        patient_id=patient.pk,
-        timezone=patient.timezone,
-        quiet_start=patient.quiet_start,
-        quiet_end=patient.quiet_end,
-        snoozed_until=patient.snoozed_until,
-        is_active=patient.is_active,
-        agenda=agenda_for_patient(patient),
-        groups=groups,
-        consent=consent_snapshot(patient),
-        counted_today=history["counted_today"],
-        last_nudged_at=history["last_nudged_at"],
-        recent_slugs=history["recent_slugs"],
-        declined=frozenset(
-            TemplateDecline.objects.filter(patient=patient).values_list("slug", flat=True)
-        ),
-        approved=standing_approvals(
-            patient, groups=groups, ruleset_version=ruleset_version, now=now
-        ),
-        arm=arm,
-    )
+    deliveries: Sequence[tuple],
+    arms: Sequence[str],
+) -> list[PatientFacts]:
+    """Everything a decision needs about each patient, read now, for one patient (a live
+    decision) or a chunk of a batch, in one query (nudges.services.serving.recent_deliveries
+    gives `deliveries`). Groups are None (unknown, so every candidate goes to review) until the
+    patient's codes have been mapped to groups; standing approvals count only when given under
+    the active rule set for the patient's current groups, and not yet expired."""
+    db = DbFormat()
+    keys = [db.id(p.pk) for p in patients]
+    agenda: dict[Any, list[tuple[float, str]]] = defaultdict(list)
+    groups: dict[Any, set[str]] = defaultdict(set)
+    consent: dict[Any, dict[str, bool]] = defaultdict(dict)
+    declined: dict[Any, set[str]] = defaultdict(set)
+    approvals: dict[Any, list[tuple[str, str, str]]] = defaultdict(list)
+    sql = _facts_query(len(keys), connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*keys * 5, ruleset_version, db.datetime(now)])
+        for kind, pid, name, value, groups_key_, group in cursor.fetchall():
+            pid = db.id(pid)
+            if kind == "g":
+                agenda[pid].append((-value, name))
+            elif kind == "m":
+                groups[pid].add(name)
+            elif kind == "c":
+                consent[pid][name] = bool(value)
+            elif kind == "d":
+                declined[pid].add(name)
+            else:
+                approvals[pid].append((name, groups_key_, group or ""))
+    rows: dict[Any, list[tuple]] = defaultdict(list)
+    for row in deliveries:
+        rows[db.id(row[0])].append(row)
+    out = []
+    for p, key, arm in zip(patients, keys, arms, strict=True):
+        history = delivery_history(p, now=now, deliveries=rows[key])
+        known = frozenset(groups[key]) if p.groups_refreshed_at else None
+        approved: dict[str, set[str]] = defaultdict(set)
+        if known is not None and ruleset_version is not None:
+            current = groups_key(known)
+            for slug, approval_key, group in approvals[key]:
+                if approval_key == current:
+                    approved[slug].add(group)
+        out.append(
+            PatientFacts(
+                patient_id=p.pk,
+                timezone=p.timezone,
+                quiet_start=p.quiet_start,
+                quiet_end=p.quiet_end,
+                snoozed_until=p.snoozed_until,
+                is_active=p.is_active,
+                agenda={goal: -weight for weight, goal in sorted(agenda[key])},
+                groups=known,
+                consent={purpose: consent[key].get(purpose, False) for purpose in Purpose.values},
+                counted_today=history["counted_today"],
+                last_nudged_at=history["last_nudged_at"],
+                recent_slugs=history["recent_slugs"],
+                declined=frozenset(declined[key]),
+                approved={slug: frozenset(g) for slug, g in approved.items()},
+                arm=arm,
+            )
+        )
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _facts_query(n: int, vendor: str) -> str:
+    """The facts of n patients as one UNION of (kind, patient, name, value, groups key,
+    group): agenda goals (g), group memberships (m), consents (c), declines (d) and standing
+    approvals of the rule set in force, unexpired (a). Parameters: the patient ids five times,
+    the rule set version and now. Cached per size and database vendor."""
+    q = connection.ops.quote_name
+    ids = ", ".join(["%s"] * n)
+
+    def table(model: Any) -> str:
+        return q(model._meta.db_table)
+
+    goal, member, group = table(CarePlanGoal), table(GroupMembership), table(MedicalGroup)
+    consent, decline, approval = table(Consent), table(TemplateDecline), table(StandingApproval)
+    # Names from the models' metadata; every value is a bound parameter.
+    sql = f"""
+        SELECT 'g', patient_id, goal, weight, NULL, NULL FROM {goal} WHERE patient_id IN ({ids})
+        UNION ALL
+        SELECT 'm', m.patient_id, g.slug, NULL, NULL, NULL
+          FROM {member} m JOIN {group} g ON g.id = m.group_id WHERE m.patient_id IN ({ids})
+        UNION ALL
+        SELECT 'c', patient_id, purpose, CASE WHEN granted THEN 1.0 ELSE 0.0 END, NULL, NULL
+          FROM {consent} WHERE patient_id IN ({ids})
+        UNION ALL
+        SELECT 'd', patient_id, slug, NULL, NULL, NULL FROM {decline} WHERE patient_id IN ({ids})
+        UNION ALL
+        SELECT 'a', a.patient_id, a.template_slug, NULL, a.groups_key, g.slug
+          FROM {approval} a LEFT JOIN {group} g ON g.id = a.group_id
+         WHERE a.patient_id IN ({ids}) AND a.ruleset_version = %s AND a.expires_at > %s
+    """  # noqa: S608
+    return sql

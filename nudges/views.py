@@ -12,6 +12,7 @@ from core.errors import ApplicationError
 from nudges import serializers as s
 from nudges.idempotency import idempotent
 from nudges.permissions import IsPatient
+from nudges.responses import decision_body, nudge_body
 from nudges.selectors import current_nudges
 from nudges.services.decisions import decision_make
 from nudges.services.deliveries import deliveries_mark_delivered, delivery_feedback
@@ -48,7 +49,7 @@ class NudgeListView(PatientView):
     def get(self, request: Request) -> Response:
         nudges = list(current_nudges(self.patient, now=timezone.now()))
         shown = deliveries_mark_delivered(deliveries=nudges, actor="inbox")
-        return Response(s.NudgeSerializer(shown, many=True).data)
+        return Response([nudge_body(delivery) for delivery in shown])
 
 
 class DecisionView(PatientView):
@@ -65,7 +66,7 @@ class DecisionView(PatientView):
             patient=self.patient, trigger=data["trigger"], context=data["context"]
         )
         return Response(
-            s.DecisionSerializer(decision).data,
+            decision_body(decision),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 

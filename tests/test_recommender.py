@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -20,7 +21,9 @@ from nudges.models import (
     DeliveryState,
     ModelStatus,
     ModelVersion,
+    ReviewKind,
     ReviewRequest,
+    ReviewState,
     Template,
     TemplateStatus,
 )
@@ -393,3 +396,14 @@ def test_a_batch_run_opens_a_review_for_each_nudge_its_rules_route_to_clinicians
     assert held.exists()  # heart failure routes vigorous activity to review
     reviewed = set(ReviewRequest.objects.values_list("delivery_id", flat=True))
     assert set(held.values_list("pk", flat=True)) <= reviewed
+    # Each request is what the live path's review_open writes: the groups whose rules asked,
+    # the rules with their rationale, a deadline at which the waiting nudge expires.
+    for request in ReviewRequest.objects.select_related("delivery").prefetch_related("groups"):
+        assert request.kind == ReviewKind.BEFORE_DELIVERY
+        assert request.state == ReviewState.PENDING
+        assert {g.slug for g in request.groups.all()} == {"heart-failure"}
+        assert request.rules and all(rule["rationale"] for rule in request.rules)
+        assert request.deadline == request.delivery.expires_at
+        assert request.deadline == request.delivery.created_at + dt.timedelta(
+            hours=settings.NUDGE_REVIEW_DEADLINE_HOURS
+        )

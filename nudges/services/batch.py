@@ -28,18 +28,14 @@ from nudges.models import (
     DeliveryState,
     DeliveryTransition,
     PushMessage,
-    TemplateDecline,
     Trigger,
 )
-from nudges.selectors import delivery_history
-from nudges.services.catalogue import catalogue_snapshot
+from nudges.selectors import patients_facts
 from nudges.services.decisions import arm_of, decision_settings
-from nudges.services.registry import recommender_for
-from nudges.services.reviews import review_open
+from nudges.services.registry import serving_state
+from nudges.services.reviews import review_deadline, reviews_open_many
 from nudges.services.serving import HISTORY_DAYS, model_inputs, recent_deliveries
-from patients.models import CarePlanGoal, Consent, Patient, Purpose
-from safety.models import GroupMembership, StandingApproval
-from safety.selectors import groups_key
+from patients.models import Patient
 
 
 def batch_plan(*, slot: dt.time, day: dt.date, chunk_size: int = 500) -> BatchRun:
@@ -110,12 +106,17 @@ def _decide_zone(patients: list[Patient], moment: dt.datetime, rng: np.random.Ge
     if not mine:
         return 0
     now = moment
-    snapshot = catalogue_snapshot()
-    recommender, problem = recommender_for(snapshot)
+    snapshot, recommender, problem = serving_state()
     deliveries = recent_deliveries(
         [p.pk for p in mine], since=now - dt.timedelta(days=HISTORY_DAYS)
     )
-    facts = _facts(mine, deliveries, snapshot.ruleset_version, now)
+    facts = patients_facts(
+        mine,
+        now=now,
+        ruleset_version=snapshot.ruleset_version,
+        deliveries=deliveries,
+        arms=[arm_of(p) for p in mine],
+    )
     inputs = None
     if recommender is not None:
         inputs = model_inputs(
@@ -142,70 +143,6 @@ def _decide_zone(patients: list[Patient], moment: dt.datetime, rng: np.random.Ge
     return len(mine)
 
 
-def _facts(
-    patients: list[Patient], deliveries: list[tuple], ruleset_version: int | None, now: dt.datetime
-) -> list[core.PatientFacts]:
-    """PatientFacts for many patients in a handful of queries (the live path's
-    selectors.patient_facts, in bulk)."""
-    ids = [p.pk for p in patients]
-    agenda: dict[Any, dict[str, float]] = defaultdict(dict)
-    for pid, goal, weight in CarePlanGoal.objects.filter(patient_id__in=ids).values_list(
-        "patient_id", "goal", "weight"
-    ):
-        agenda[pid][goal] = weight
-    groups: dict[Any, set[str]] = defaultdict(set)
-    for pid, slug in GroupMembership.objects.filter(patient_id__in=ids).values_list(
-        "patient_id", "group__slug"
-    ):
-        groups[pid].add(slug)
-    consent: dict[Any, dict[str, bool]] = defaultdict(dict)
-    for pid, purpose, granted in Consent.objects.filter(patient_id__in=ids).values_list(
-        "patient_id", "purpose", "granted"
-    ):
-        consent[pid][purpose] = granted
-    declined: dict[Any, set[str]] = defaultdict(set)
-    for pid, slug in TemplateDecline.objects.filter(patient_id__in=ids).values_list(
-        "patient_id", "slug"
-    ):
-        declined[pid].add(slug)
-    approvals: dict[Any, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    if ruleset_version is not None:
-        for pid, slug, key, group in StandingApproval.objects.filter(
-            patient_id__in=ids, ruleset_version=ruleset_version, expires_at__gt=now
-        ).values_list("patient_id", "template_slug", "groups_key", "group__slug"):
-            if key == groups_key(frozenset(groups[pid])):
-                approvals[pid][slug].add(group or "")
-    rows: dict[Any, list[tuple]] = defaultdict(list)
-    for row in deliveries:
-        rows[row[0]].append(row)
-    out = []
-    for p in patients:
-        history = delivery_history(p, now=now, deliveries=rows[p.pk])
-        known = frozenset(groups[p.pk]) if p.groups_refreshed_at else None
-        out.append(
-            core.PatientFacts(
-                patient_id=p.pk,
-                timezone=p.timezone,
-                quiet_start=p.quiet_start,
-                quiet_end=p.quiet_end,
-                snoozed_until=p.snoozed_until,
-                is_active=p.is_active,
-                agenda=dict(agenda[p.pk]),
-                groups=known,
-                consent={
-                    purpose: bool(consent[p.pk].get(purpose, False)) for purpose in Purpose.values
-                },
-                counted_today=history["counted_today"],
-                last_nudged_at=history["last_nudged_at"],
-                recent_slugs=history["recent_slugs"],
-                declined=frozenset(declined[p.pk]),
-                approved={slug: frozenset(g) for slug, g in approvals[p.pk].items()},
-                arm=arm_of(p),
-            )
-        )
-    return out
-
-
 def _persist(
     patients: list[Patient],
     facts: list[core.PatientFacts],
@@ -214,8 +151,7 @@ def _persist(
     ruleset_version: int | None,
     now: dt.datetime,
 ) -> None:
-    """Decisions, deliveries, transitions and pushes in bulk; the rare review request through
-    its service."""
+    """Decisions, deliveries, transitions, pushes and review requests in bulk."""
     db = DbFormat()
     stamp = db.datetime(now)
     expiry = dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
@@ -261,7 +197,7 @@ def _persist(
                 plan.safety_action,
                 db.json(plan.safety_rules),
                 db.datetime(plan.due_at),
-                db.datetime(plan.expires_at),
+                db.datetime(review_deadline(now) if plan.review else plan.expires_at),
             )
         )
         transitions.append(
@@ -281,7 +217,8 @@ def _persist(
                 (db.new_ids(1, now)[0], stamp, stamp, delivery_id, "pending", 0, stamp, "", "", "")
             )
         if plan.review:
-            reviews.append((delivery_id, out))
+            assert out.verdict is not None
+            reviews.append((uuid.UUID(delivery_id), patient.pk, out.verdict))
     times = columns.TIMES
     insert_rows(Decision, list(columns.DECISION_COLUMNS), decisions)
     insert_rows(
@@ -321,12 +258,4 @@ def _persist(
         ],
         pushes,
     )
-    to_review = Delivery.objects.in_bulk([delivery_id for delivery_id, _ in reviews])
-    for delivery_id, out in reviews:
-        assert out.verdict is not None
-        review_open(
-            delivery=to_review[uuid.UUID(str(delivery_id))],  # ids come in the database format
-            verdict=out.verdict,
-            ruleset_version=ruleset_version,
-            now=now,
-        )
+    reviews_open_many(items=reviews, ruleset_version=ruleset_version, now=now)

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
@@ -153,11 +154,13 @@ def template_stop(*, template: Template, by: AbstractBaseUser, reason: str) -> i
     return blocked
 
 
-def catalogue_snapshot() -> Snapshot:
+def catalogue_snapshot(versions: tuple[int, ...] | None = None) -> Snapshot:
     """The templates in use, their popularity and the rules in force, cached per process
-    until a stamp moves or the (UTC) day turns. Costs one small query when nothing changed."""
+    until a stamp moves or the (UTC) day turns. Costs one small query when nothing changed,
+    none when the caller read the STAMPS' `versions` already."""
     global _cached
-    stamp = (*stamps_read(STAMPS), timezone.now().astimezone(dt.UTC).date())
+    versions = stamps_read(STAMPS) if versions is None else versions
+    stamp = (*versions, timezone.now().astimezone(dt.UTC).date())
     snapshot = _cached
     if snapshot is not None and snapshot.stamp == stamp:
         return snapshot
@@ -207,3 +210,21 @@ def _templates_in_use() -> list[TemplateInfo]:
         )
         for t in Template.objects.filter(status=TemplateStatus.ACTIVE).order_by("slug")
     ]
+
+
+_texts: dict[Any, tuple[str, str, str, str]] = {}
+
+
+def template_text(template_id: Any) -> tuple[str, str, str, str]:
+    """(title, body, goal, category) of a template version, kept per process: a version that
+    can reach a patient is signed off, and a signed-off version never changes (an edit is a
+    new version)."""
+    found = _texts.get(template_id)
+    if found is None:
+        found = Template.objects.values_list("title", "body", "goal", "category").get(
+            pk=template_id
+        )
+        if len(_texts) > 10_000:
+            _texts.clear()
+        _texts[template_id] = found
+    return found

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from core.bulk import DbFormat, insert_objects
 from nudges import decide as core
 from nudges.availability import DeliveryLimits
 from nudges.experiments import arm_for, parse_arms
@@ -22,14 +23,13 @@ from nudges.models import (
     Delivery,
     DeliveryState,
     DeliveryTransition,
+    PushMessage,
     Trigger,
 )
-from nudges.selectors import patient_facts
-from nudges.services.catalogue import catalogue_snapshot
-from nudges.services.registry import recommender_for
+from nudges.selectors import patients_facts
+from nudges.services.registry import serving_state
 from nudges.services.reviews import review_open
 from nudges.services.serving import HISTORY_DAYS, model_inputs, recent_deliveries
-from nudges.services.transitions import push_enqueue
 from patients.models import Patient
 
 
@@ -78,18 +78,18 @@ def decision_make(
     moment = (moment or now or timezone.now()).replace(second=0, microsecond=0)
     try:
         with transaction.atomic():
-            point = DecisionPoint.objects.create(patient=patient, moment=moment, trigger=trigger)
-            locked = Patient.objects.select_for_update().get(pk=patient.pk)
+            point = DecisionPoint(patient=patient, moment=moment, trigger=trigger)
+            insert_objects([point])
+            locked = _lock(patient)
             now = now or timezone.now()
-            snapshot = catalogue_snapshot()
-            recommender, problem = recommender_for(snapshot)
+            snapshot, recommender, problem = serving_state()
             deliveries = recent_deliveries([locked.pk], since=now - dt.timedelta(days=HISTORY_DAYS))
-            facts = patient_facts(
-                locked,
+            [facts] = patients_facts(
+                [locked],
                 now=now,
                 ruleset_version=snapshot.ruleset_version,
                 deliveries=deliveries,
-                arm=arm_of(locked),
+                arms=[arm_of(locked)],
             )
             inputs = None
             if recommender is not None:
@@ -126,6 +126,19 @@ def decision_make(
         return existing, False
 
 
+def _lock(patient: Patient) -> Patient:
+    """The patient's row, read again under a row lock held until the transaction ends (on
+    SQLite the transaction's write lock, taken by the decision point's insert, serialises
+    decisions instead)."""
+    table = connection.ops.quote_name(Patient._meta.db_table)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    [locked] = Patient.objects.raw(
+        f"SELECT * FROM {table} WHERE id = %s{lock}",  # noqa: S608 (a name from the model)
+        [DbFormat().id(patient.pk)],
+    )
+    return locked
+
+
 def _persist(
     point: DecisionPoint,
     patient: Patient,
@@ -135,7 +148,7 @@ def _persist(
     now: dt.datetime,
 ) -> Decision:
     template = outcome.template
-    decision = Decision.objects.create(
+    decision = Decision(
         created_at=now,
         decision_point=point,
         patient=patient,
@@ -150,6 +163,7 @@ def _persist(
         propensity=outcome.propensity,
         receipt=outcome.receipt,
     )
+    insert_objects([decision])
     if template is not None:
         _route(decision, patient, facts, outcome, snapshot.ruleset_version, now)
     return decision
@@ -170,7 +184,7 @@ def _route(
         outcome, facts, now=now, expiry=dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
     )
     assert outcome.template is not None and outcome.verdict is not None
-    delivery = Delivery.objects.create(
+    delivery = Delivery(
         created_at=now,
         decision=decision,
         patient=patient,
@@ -184,18 +198,23 @@ def _route(
         due_at=plan.due_at,
         expires_at=plan.expires_at,
     )
-    DeliveryTransition.objects.create(
-        created_at=now,
-        delivery=delivery,
-        from_state=DeliveryState.PROPOSED,
-        to_state=plan.state,
-        actor="engine",
-        reason=plan.transition_reason,
+    insert_objects([delivery])
+    insert_objects(
+        [
+            DeliveryTransition(
+                created_at=now,
+                delivery=delivery,
+                from_state=DeliveryState.PROPOSED,
+                to_state=plan.state,
+                actor="engine",
+                reason=plan.transition_reason,
+            )
+        ]
     )
     if plan.review:
         review_open(
             delivery=delivery, verdict=outcome.verdict, ruleset_version=ruleset_version, now=now
         )
     elif plan.push:
-        push_enqueue(delivery=delivery, now=now)
+        insert_objects([PushMessage(created_at=now, delivery=delivery, next_attempt_at=now)])
     return delivery

@@ -22,6 +22,7 @@ from nudges import baseline
 from nudges.decide import Recommender, Snapshot
 from nudges.models import ModelStatus, ModelVersion
 from nudges.recommender import ModelBundle, ModelError, sha256
+from nudges.services.catalogue import STAMPS, catalogue_snapshot
 
 logger = logging.getLogger(__name__)
 MODELS_STAMP = "models"
@@ -41,10 +42,11 @@ _cached: tuple[Any, Champion] | None = None
 _recommenders: dict[tuple[str, Any], Recommender] = {}
 
 
-def champion() -> Champion:
-    """The serving model, cached per process until the registry's stamp moves."""
+def champion(stamp: tuple[int] | None = None) -> Champion:
+    """The serving model, cached per process until the registry's stamp moves (read here
+    unless the caller read it already)."""
     global _cached
-    stamp = stamps_read((MODELS_STAMP,))
+    stamp = stamps_read((MODELS_STAMP,)) if stamp is None else stamp
     cached = _cached
     if cached is not None and cached[0] == stamp:
         return cached[1]
@@ -68,10 +70,20 @@ def _load_champion() -> Champion:
         return Champion(row.version, None, "model_unavailable")
 
 
-def recommender_for(snapshot: Snapshot) -> tuple[Recommender | None, str | None]:
+def serving_state() -> tuple[Snapshot, Recommender | None, str | None]:
+    """What a decision serves with: the catalogue snapshot and the recommender prepared for
+    it (or None and why not), with one read of all their cache stamps."""
+    *versions, models = stamps_read((*STAMPS, MODELS_STAMP))
+    snapshot = catalogue_snapshot(tuple(versions))
+    return (snapshot, *recommender_for(snapshot, models_stamp=(models,)))
+
+
+def recommender_for(
+    snapshot: Snapshot, *, models_stamp: tuple[int] | None = None
+) -> tuple[Recommender | None, str | None]:
     """The champion prepared for this catalogue snapshot (each template's index in the
     model's schema), or None with the reason decisions fall back to the baseline."""
-    current = champion()
+    current = champion(models_stamp)
     if current.bundle is None:
         return None, current.problem
     key = (current.version, snapshot.stamp)

@@ -33,6 +33,11 @@ def rules_detail(codes: list[str], ruleset_version: int | None) -> list[dict[str
     ]
 
 
+def review_deadline(now: dt.datetime) -> dt.datetime:
+    """When a nudge waiting for review expires instead of being approved."""
+    return now + dt.timedelta(hours=settings.NUDGE_REVIEW_DEADLINE_HOURS)
+
+
 @transaction.atomic
 def review_open(
     *, delivery: Delivery, verdict: Verdict, ruleset_version: int | None, now: dt.datetime
@@ -40,7 +45,7 @@ def review_open(
     """A request for approval before delivery, needing a decision for each group whose rules
     asked for review. The delivery waits (awaiting_review) until the review deadline, when it
     expires rather than being approved."""
-    deadline = now + dt.timedelta(hours=settings.NUDGE_REVIEW_DEADLINE_HOURS)
+    deadline = review_deadline(now)
     Delivery.objects.filter(pk=delivery.pk).update(expires_at=deadline)
     delivery.expires_at = deadline
     request = ReviewRequest.objects.create(
@@ -61,6 +66,51 @@ def review_open(
         request.save(update_fields=["rules"])
     request.groups.set(MedicalGroup.objects.filter(slug__in=groups))
     return request
+
+
+def reviews_open_many(
+    *, items: list[tuple[Any, Any, Verdict]], ruleset_version: int | None, now: dt.datetime
+) -> int:
+    """review_open for many new deliveries at once (batch decisions), in a few queries
+    whatever their number: items are (delivery id, patient id, verdict). The deliveries must
+    have been written expiring at review_deadline(now). Returns the requests opened."""
+    if not items:
+        return 0
+    deadline = review_deadline(now)
+    details: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for _, _, verdict in items:
+        codes = frozenset(verdict.rules)
+        if codes not in details:
+            details[codes] = rules_detail(sorted(codes), ruleset_version)
+    slugs = {slug for _, _, verdict in items for slug in verdict.groups}
+    group_ids = dict(MedicalGroup.objects.filter(slug__in=slugs).values_list("slug", "pk"))
+    requests, links = [], []
+    through = ReviewRequest.groups.through
+    for delivery_id, patient_id, verdict in items:
+        rules = details[frozenset(verdict.rules)]
+        if not verdict.groups and verdict.error:
+            rules = [
+                {"code": verdict.error, "action": "review", "rationale": _ERRORS[verdict.error]}
+            ]
+        request = ReviewRequest(
+            created_at=now,
+            delivery_id=delivery_id,
+            patient_id=patient_id,
+            kind=ReviewKind.BEFORE_DELIVERY,
+            severity=verdict.severity or "",
+            rules=rules,
+            ruleset_version=ruleset_version,
+            deadline=deadline,
+        )
+        requests.append(request)
+        links.extend(
+            through(reviewrequest_id=request.pk, medicalgroup_id=group_ids[slug])
+            for slug in verdict.groups
+            if slug in group_ids
+        )
+    ReviewRequest.objects.bulk_create(requests)
+    through.objects.bulk_create(links)
+    return len(requests)
 
 
 _ERRORS = {
