@@ -78,13 +78,14 @@ def _solve_scale(q: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarra
     start = breaks[rows, below]
     after = breaks[rows, np.minimum(below + 1, breaks.shape[1] - 1)]
     end = np.where((below + 1 < breaks.shape[1]) & np.isfinite(after), after, start + 1.0)
-    scale = np.exp((start + end) / 2)[:, None]
-    out = np.where(valid, np.clip(scale * q, lo, hi), 0.0)
-    free = positive & (scale * q > lo) & (scale * q < hi)
+    # The scaled row at a scale inside that interval (still in logs: the scale may overflow).
+    scaled = np.where(positive, np.exp(np.minimum((start + end)[:, None] / 2 + log_q, 700.0)), 0.0)
+    out = np.where(valid, np.clip(scaled, lo, hi), 0.0)
+    free = positive & (scaled > lo) & (scaled < hi)
     pinned_mass = np.where(valid & ~free, out, 0.0).sum(axis=1, keepdims=True)
     free_weight = np.where(free, q, 0.0).sum(axis=1, keepdims=True)
-    exact = (1.0 - pinned_mass) / np.where(free_weight > 0, free_weight, 1.0)
-    out = np.where(free, exact * q, out)
+    share = np.where(free, q, 0.0) / np.where(free_weight > 0, free_weight, 1.0)
+    out = np.where(free, (1.0 - pinned_mass) * share, out)
     # Where even every positive entry at the ceiling leaves mass over, the entries of weight 0
     # share it evenly (the bounds are feasible, so that share lies within them).
     zero = valid & ~positive

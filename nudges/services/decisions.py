@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from core import raw
 from core.bulk import DbFormat, insert_objects
 from nudges import decide as core
 from nudges.availability import DeliveryLimits
@@ -130,12 +131,10 @@ def _lock(patient: Patient) -> Patient:
     """The patient's row, read again under a row lock held until the transaction ends (on
     SQLite the transaction's write lock, taken by the decision point's insert, serialises
     decisions instead)."""
-    table = connection.ops.quote_name(Patient._meta.db_table)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    [locked] = Patient.objects.raw(
-        f"SELECT * FROM {table} WHERE id = %s{lock}",  # noqa: S608 (a name from the model)
-        [DbFormat().id(patient.pk)],
-    )
+    sql = f"SELECT {raw.columns(Patient, 'p')} FROM {raw.table(Patient)} p WHERE p.id = %s"  # noqa: S608
+    [values] = raw.fetch(sql + lock, [DbFormat().id(patient.pk)], raw.fields_of(Patient))
+    locked = raw.instance(Patient, values)
     return locked
 
 

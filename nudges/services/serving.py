@@ -9,10 +9,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from core import raw
+from core.bulk import DbFormat
 from nudges import features as F
 from nudges import history as hist
 from nudges.decide import ModelInputs, PatientFacts, Snapshot
-from nudges.models import Delivery, DeliveryState
+from nudges.models import Delivery, DeliveryState, Template
 from patients.models import Patient
 
 HISTORY_DAYS = 60  # beyond this the decayed counts (14-day scale at most) are negligible
@@ -21,17 +23,22 @@ HISTORY_DAYS = 60  # beyond this the decayed counts (14-day scale at most) are n
 def recent_deliveries(patient_ids: Sequence[Any], *, since: dt.datetime) -> list[tuple]:
     """(patient_id, slug, version, goal, category, created_at, state) of the patients'
     deliveries since `since`, in one query."""
-    return list(
-        Delivery.objects.filter(patient_id__in=patient_ids, created_at__gte=since).values_list(
-            "patient_id",
-            "template__slug",
-            "template__version",
-            "template__goal",
-            "template__category",
-            "created_at",
-            "state",
-        )
+    db = DbFormat()
+    sql = (
+        "SELECT d.patient_id, t.slug, t.version, t.goal, t.category, d.created_at, d.state "  # noqa: S608
+        f"FROM {raw.table(Delivery)} d JOIN {raw.table(Template)} t ON t.id = d.template_id "
+        f"WHERE d.patient_id IN ({', '.join(['%s'] * len(patient_ids))}) AND d.created_at >= %s"
     )
+    params = [*(db.id(pk) for pk in patient_ids), db.datetime(since)]
+    return [tuple(row) for row in raw.fetch(sql, params, _HISTORY_FIELDS)]
+
+
+_HISTORY_FIELDS = [
+    Patient._meta.pk,
+    *(Template._meta.get_field(name) for name in ("slug", "version", "goal", "category")),
+    Delivery._meta.get_field("created_at"),
+    Delivery._meta.get_field("state"),
+]
 
 
 def model_inputs(

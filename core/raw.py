@@ -1,0 +1,70 @@
+"""Reading rows of a hand-written query as the ORM would: each column converted by its
+field's converters (the backend's and the field's own, as Django's compiler applies them),
+and model instances built with Model.from_db. For the few fixed reads on a hot path (the
+token and its patient, the patient's row under lock, the delivery history), where building
+the query each time costs more than running it."""
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection, models
+from django.db.models.expressions import Col
+
+Converter = Any
+
+
+@functools.lru_cache(maxsize=128)
+def _converters(fields: tuple[models.Field, ...], vendor: str) -> tuple[tuple[int, tuple], ...]:
+    out = []
+    for i, field in enumerate(fields):
+        expression = Col("t", field)
+        found = (
+            *connection.ops.get_db_converters(expression),
+            *field.get_db_converters(connection),
+        )
+        if found:
+            out.append((i, (tuple(found), expression)))
+    return tuple(out)
+
+
+def convert(rows: Sequence[Sequence[Any]], fields: Sequence[models.Field]) -> list[list[Any]]:
+    """The rows with column i converted as `fields[i]` is when Django reads it."""
+    plan = _converters(tuple(fields), connection.vendor)
+    out = []
+    for row in rows:
+        row = list(row)
+        for i, (functions, expression) in plan:
+            value = row[i]
+            for function in functions:
+                value = function(value, expression, connection)
+            row[i] = value
+        out.append(row)
+    return out
+
+
+def columns(model: type[models.Model], alias: str) -> str:
+    """The select list of the model's concrete fields, in order, for `instance`."""
+    q = connection.ops.quote_name
+    return ", ".join(f"{alias}.{q(f.column)}" for f in model._meta.concrete_fields)
+
+
+def fields_of(model: type[models.Model]) -> list[models.Field]:
+    return list(model._meta.concrete_fields)
+
+
+def instance(model: type[models.Model], values: Sequence[Any]) -> models.Model:
+    """An instance from its concrete fields' converted values (in the order of `columns`)."""
+    names = [f.attname for f in model._meta.concrete_fields]
+    return model.from_db(connection.alias, names, list(values))
+
+
+def table(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def fetch(sql: str, params: Sequence[Any], fields: Sequence[models.Field]) -> list[list[Any]]:
+    """Run a query and convert its rows (column i as `fields[i]`)."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return convert(cursor.fetchall(), fields)
