@@ -29,7 +29,7 @@ from nudges.models import (
 )
 from nudges.selectors import patients_facts
 from nudges.services.registry import serving_state
-from nudges.services.reviews import review_open
+from nudges.services.reviews import review_deadline, reviews_open_many
 from nudges.services.serving import HISTORY_DAYS, model_inputs, recent_deliveries
 from patients.models import Patient
 
@@ -195,7 +195,7 @@ def _route(
         safety_action=plan.safety_action,
         safety_rules=plan.safety_rules,
         due_at=plan.due_at,
-        expires_at=plan.expires_at,
+        expires_at=review_deadline(now) if plan.review else plan.expires_at,
     )
     insert_objects([delivery])
     insert_objects(
@@ -211,8 +211,10 @@ def _route(
         ]
     )
     if plan.review:
-        review_open(
-            delivery=delivery, verdict=outcome.verdict, ruleset_version=ruleset_version, now=now
+        reviews_open_many(
+            items=[(delivery.pk, patient.pk, outcome.verdict)],
+            ruleset_version=ruleset_version,
+            now=now,
         )
     elif plan.push:
         insert_objects([PushMessage(created_at=now, delivery=delivery, next_attempt_at=now)])
