@@ -25,4 +25,4 @@ RUN pip install --no-cache-dir -c constraints.txt . \
 
 USER nudges
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]
+CMD ["gunicorn", "--config", "config/gunicorn.py", "--bind", "0.0.0.0:8000"]

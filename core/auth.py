@@ -29,7 +29,8 @@ def _query(token_model: Any, user_model: Any, vendor: str) -> str:
 
 class TokenWithPatientAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        token_model, user_model = self.get_model(), get_user_model()
+        token_model: Any = self.get_model()
+        user_model: Any = get_user_model()
         fields = [f for model in (token_model, user_model, Patient) for f in raw.fields_of(model)]
         with connection.cursor() as cursor:
             cursor.execute(_query(token_model, user_model, connection.vendor), [key])
@@ -39,7 +40,7 @@ class TokenWithPatientAuthentication(TokenAuthentication):
         [values] = raw.convert(rows, fields)
         n_token, n_user = len(raw.fields_of(token_model)), len(raw.fields_of(user_model))
         token = raw.instance(token_model, values[:n_token])
-        user = raw.instance(user_model, values[n_token : n_token + n_user])
+        user: Any = raw.instance(user_model, values[n_token : n_token + n_user])
         patient_values = values[n_token + n_user :]
         patient = None if patient_values[0] is None else raw.instance(Patient, patient_values)
         token_model.user.field.set_cached_value(token, user)

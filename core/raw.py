@@ -28,25 +28,27 @@ def _converters(fields: tuple[models.Field, ...], vendor: str) -> tuple[tuple[in
     return tuple(out)
 
 
-def convert(rows: Sequence[Sequence[Any]], fields: Sequence[models.Field]) -> list[list[Any]]:
-    """The rows with column i converted as `fields[i]` is when Django reads it."""
+def convert(rows: Sequence[Sequence[Any]], fields: Sequence[models.Field]) -> list[tuple]:
+    """The rows (as tuples) with column i converted as `fields[i]` is when Django reads it."""
     plan = _converters(tuple(fields), connection.vendor)
+    if not plan:  # e.g. PostgreSQL's driver already gives UUIDs and aware datetimes
+        return [tuple(row) for row in rows]
     out = []
     for row in rows:
-        row = list(row)
+        values = list(row)
         for i, (functions, expression) in plan:
-            value = row[i]
+            value = values[i]
             for function in functions:
                 value = function(value, expression, connection)
-            row[i] = value
-        out.append(row)
+            values[i] = value
+        out.append(tuple(values))
     return out
 
 
 def columns(model: type[models.Model], alias: str) -> str:
     """The select list of the model's concrete fields, in order, for `instance`."""
     q = connection.ops.quote_name
-    return ", ".join(f"{alias}.{q(f.column)}" for f in model._meta.concrete_fields)
+    return ", ".join(f"{alias}.{q(str(f.column))}" for f in model._meta.concrete_fields)
 
 
 def fields_of(model: type[models.Model]) -> list[models.Field]:
@@ -63,7 +65,7 @@ def table(model: type[models.Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def fetch(sql: str, params: Sequence[Any], fields: Sequence[models.Field]) -> list[list[Any]]:
+def fetch(sql: str, params: Sequence[Any], fields: Sequence[models.Field]) -> list[tuple]:
     """Run a query and convert its rows (column i as `fields[i]`)."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

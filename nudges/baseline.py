@@ -46,9 +46,15 @@ def clip_rows(p: np.ndarray, valid: np.ndarray, *, floor: float, ceiling: float)
     total = p.sum(axis=1, keepdims=True)
     q = np.where(total > 0, p / np.where(total > 0, total, 1.0), valid / k)
     outside = (valid & ((q < lo) | (q > hi))).any(axis=1)
-    if outside.any():
-        q[outside] = _solve_scale(q[outside], valid[outside], lo[outside], hi[outside])
+    rows = np.flatnonzero(outside)
+    # In blocks of rows: the solve holds (rows x breakpoints x entries) at once.
+    for start in range(0, len(rows), SOLVE_BLOCK):
+        block = rows[start : start + SOLVE_BLOCK]
+        q[block] = _solve_scale(q[block], valid[block], lo[block], hi[block])
     return np.where(valid, q, 0.0)
+
+
+SOLVE_BLOCK = 64
 
 
 def _solve_scale(q: np.ndarray, valid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

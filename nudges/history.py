@@ -45,6 +45,9 @@ def _scan(event_key, event_time, event_weight, query_key, query_time, tau):  # t
     n_events, n_queries = len(event_key), len(query_key)
     if n_events * n_queries <= SMALL:
         return _scan_small(event_key, event_time, event_weight, query_key, query_time, tau)
+    query_time = np.asarray(query_time, dtype=float)
+    if n_queries and (query_time == query_time[0]).all():
+        return _scan_at(event_key, event_time, event_weight, query_key, query_time[0], tau)
     frame = pl.DataFrame(
         {
             "key": np.concatenate([event_key, query_key]).astype(np.int64),
@@ -95,6 +98,25 @@ def _scan_small(event_key, event_time, event_weight, query_key, query_time, tau)
     total = np.where(match, weights * np.exp(-np.where(match, age, 0.0) / tau), 0.0).sum(axis=1)
     last = np.where(match, event_time[None, :], -np.inf).max(axis=1, initial=-np.inf)
     return total, np.where(np.isfinite(last), last, np.nan)
+
+
+def _scan_at(event_key, event_time, event_weight, query_key, at, tau):  # type: ignore[no-untyped-def]
+    """The same sums when every query is at the same moment `at` (the engine deciding a
+    batch now): one grouped sum over the events before it."""
+    event_time = np.asarray(event_time, dtype=float)
+    before = event_time < at
+    keys, group = np.unique(np.asarray(event_key, dtype=np.int64)[before], return_inverse=True)
+    times = event_time[before]
+    weights = np.asarray(event_weight, dtype=float)[before] * np.exp(-(at - times) / tau)
+    sums = np.bincount(group, weights=weights, minlength=len(keys))
+    lasts = np.full(len(keys), -np.inf)
+    np.maximum.at(lasts, group, times)
+    query_key = np.asarray(query_key, dtype=np.int64)
+    position = np.minimum(np.searchsorted(keys, query_key), max(len(keys) - 1, 0))
+    found = (keys[position] == query_key) if len(keys) else np.zeros(len(query_key), bool)
+    total = np.where(found, sums[position] if len(keys) else 0.0, 0.0)
+    last = np.where(found, lasts[position] if len(keys) else np.nan, np.nan)
+    return total, last
 
 
 def pair_codes(first: np.ndarray, second: np.ndarray, second_size: int) -> np.ndarray:

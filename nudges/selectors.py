@@ -109,6 +109,7 @@ def patients_facts(
     rows: dict[Any, list[tuple]] = defaultdict(list)
     for row in deliveries:
         rows[db.id(row[0])].append(row)
+    purposes = Purpose.values
     out = []
     for p, key, arm in zip(patients, keys, arms, strict=True):
         history = delivery_history(p, now=now, deliveries=rows[key])
@@ -129,7 +130,7 @@ def patients_facts(
                 is_active=p.is_active,
                 agenda={goal: -weight for weight, goal in sorted(agenda[key])},
                 groups=known,
-                consent={purpose: consent[key].get(purpose, False) for purpose in Purpose.values},
+                consent={purpose: consent[key].get(purpose, False) for purpose in purposes},
                 counted_today=history["counted_today"],
                 last_nudged_at=history["last_nudged_at"],
                 recent_slugs=history["recent_slugs"],

@@ -37,7 +37,7 @@ cat <<MSG
   Worker and beat logs:   $DATA_DIR/logs/
 
 MSG
-"$VENV/bin/gunicorn" config.wsgi:application --bind "127.0.0.1:$PORT" \
-  --workers "${WEB_CONCURRENCY:-3}" --access-logfile - &
+"$VENV/bin/gunicorn" --config config/gunicorn.py --bind "127.0.0.1:$PORT" \
+  --access-logfile - &
 pids+=($!)
 wait -n "${pids[@]}"

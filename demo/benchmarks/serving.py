@@ -335,7 +335,7 @@ def _bare_env(
 
 DECISION_PARTS = {
     "decision_make (the service, all of it)": ("nudges/services/decisions.py", "decision_make"),
-    "patient_facts (reads)": ("nudges/selectors.py", "patient_facts"),
+    "patients_facts (reads)": ("nudges/selectors.py", "patients_facts"),
     "recent_deliveries (history read)": ("nudges/services/serving.py", "recent_deliveries"),
     "model_inputs (features from records)": ("nudges/services/serving.py", "model_inputs"),
     "decide (pure core, incl. LightGBM)": ("nudges/decide.py", "decide"),
@@ -343,7 +343,7 @@ DECISION_PARTS = {
     "LightGBM contributions (explanation)": ("nudges/recommender.py", "contributions"),
     "_persist (writes)": ("nudges/services/decisions.py", "_persist"),
     "token authentication": ("rest_framework/authentication.py", "authenticate"),
-    "response serializer": ("rest_framework/serializers.py", "data"),
+    "the response (nudges.responses)": ("nudges/responses.py", "decision_body"),
     "JSON rendering": ("rest_framework/renderers.py", "render"),
     "SQL (psycopg execute)": ("psycopg/cursor.py", "execute"),
 }
@@ -352,7 +352,7 @@ INBOX_PARTS = {
     "deliveries_mark_delivered": ("nudges/services/deliveries.py", "deliveries_mark_delivered"),
     "gate_check (safety gate)": ("nudges/services/gate.py", "gate_check"),
     "token authentication": ("rest_framework/authentication.py", "authenticate"),
-    "response serializer": ("rest_framework/serializers.py", "data"),
+    "the response (nudges.responses)": ("nudges/responses.py", "nudge_body"),
     "JSON rendering": ("rest_framework/renderers.py", "render"),
     "SQL (psycopg execute)": ("psycopg/cursor.py", "execute"),
 }

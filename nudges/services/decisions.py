@@ -5,7 +5,7 @@ slots."""
 import datetime as dt
 import functools
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from django.conf import settings
@@ -134,7 +134,7 @@ def _lock(patient: Patient) -> Patient:
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     sql = f"SELECT {raw.columns(Patient, 'p')} FROM {raw.table(Patient)} p WHERE p.id = %s"  # noqa: S608
     [values] = raw.fetch(sql + lock, [DbFormat().id(patient.pk)], raw.fields_of(Patient))
-    locked = raw.instance(Patient, values)
+    locked = cast(Patient, raw.instance(Patient, values))
     return locked
 
 

@@ -42,7 +42,7 @@ _cached: tuple[Any, Champion] | None = None
 _recommenders: dict[tuple[str, Any], Recommender] = {}
 
 
-def champion(stamp: tuple[int] | None = None) -> Champion:
+def champion(stamp: tuple[int, ...] | None = None) -> Champion:
     """The serving model, cached per process until the registry's stamp moves (read here
     unless the caller read it already)."""
     global _cached
@@ -79,7 +79,7 @@ def serving_state() -> tuple[Snapshot, Recommender | None, str | None]:
 
 
 def recommender_for(
-    snapshot: Snapshot, *, models_stamp: tuple[int] | None = None
+    snapshot: Snapshot, *, models_stamp: tuple[int, ...] | None = None
 ) -> tuple[Recommender | None, str | None]:
     """The champion prepared for this catalogue snapshot (each template's index in the
     model's schema), or None with the reason decisions fall back to the baseline."""

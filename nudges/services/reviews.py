@@ -77,17 +77,15 @@ def reviews_open_many(
     if not items:
         return 0
     deadline = review_deadline(now)
-    details: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for _, _, verdict in items:
-        codes = frozenset(verdict.rules)
-        if codes not in details:
-            details[codes] = rules_detail(sorted(codes), ruleset_version)
+    codes = sorted({code for _, _, verdict in items for code in verdict.rules})
+    detail = {rule["code"]: rule for rule in rules_detail(codes, ruleset_version)}
     slugs = {slug for _, _, verdict in items for slug in verdict.groups}
     group_ids = dict(MedicalGroup.objects.filter(slug__in=slugs).values_list("slug", "pk"))
-    requests, links = [], []
+    requests: list[ReviewRequest] = []
+    links: list[Any] = []
     through = ReviewRequest.groups.through
     for delivery_id, patient_id, verdict in items:
-        rules = details[frozenset(verdict.rules)]
+        rules = [detail[code] for code in sorted(set(verdict.rules)) if code in detail]
         if not verdict.groups and verdict.error:
             rules = [
                 {"code": verdict.error, "action": "review", "rationale": _ERRORS[verdict.error]}

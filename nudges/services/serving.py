@@ -30,10 +30,10 @@ def recent_deliveries(patient_ids: Sequence[Any], *, since: dt.datetime) -> list
         f"WHERE d.patient_id IN ({', '.join(['%s'] * len(patient_ids))}) AND d.created_at >= %s"
     )
     params = [*(db.id(pk) for pk in patient_ids), db.datetime(since)]
-    return [tuple(row) for row in raw.fetch(sql, params, _HISTORY_FIELDS)]
+    return raw.fetch(sql, params, _HISTORY_FIELDS)
 
 
-_HISTORY_FIELDS = [
+_HISTORY_FIELDS: list[Any] = [
     Patient._meta.pk,
     *(Template._meta.get_field(name) for name in ("slug", "version", "goal", "category")),
     Delivery._meta.get_field("created_at"),
