@@ -14,5 +14,9 @@ app.autodiscover_tasks()
 @worker_process_init.connect
 def _freeze_loaded_objects(**_: object) -> None:
     """What each pool process loaded at start lives as long as it: keep it out of the garbage
-    collector's generations, as the web app does (config/wsgi.py)."""
+    collector's generations, as the web app does (config/wsgi.py). The pool's processes share
+    the cores, so each predicts on one thread."""
+    from nudges import recommender
+
+    recommender.BATCH_THREADS = 1
     gc.freeze()

@@ -102,10 +102,16 @@ class ModelBundle:
             raise ModelError(f"unreadable artefact ({type(error).__name__})") from None
 
 
+# Threads for a large prediction: 0 is LightGBM's default, all cores. A process that is one of
+# several sharing the cores (a Celery pool process, config/celery.py) sets 1: the processes are
+# the parallelism, and OpenMP threads competing for the same cores only spin.
+BATCH_THREADS = 0
+
+
 def _threads(features: np.ndarray) -> int:
     """One thread for the few rows of a live decision (starting OpenMP's threads costs ten
-    times the prediction); all cores (0: LightGBM's default) for batches."""
-    return 1 if len(features) < 2_000 else 0
+    times the prediction); BATCH_THREADS for batches."""
+    return 1 if len(features) < 2_000 else BATCH_THREADS
 
 
 def sha256(blob: bytes) -> str:
