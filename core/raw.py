@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection, models
-from django.db.models.expressions import Col
 
 Converter = Any
 
@@ -18,10 +17,10 @@ Converter = Any
 def _converters(fields: tuple[models.Field, ...], vendor: str) -> tuple[tuple[int, tuple], ...]:
     out = []
     for i, field in enumerate(fields):
-        expression = Col("t", field)
+        expression = field.get_col("t")  # a foreign key reads as its target's type
         found = (
             *connection.ops.get_db_converters(expression),
-            *field.get_db_converters(connection),
+            *expression.get_db_converters(connection),
         )
         if found:
             out.append((i, (tuple(found), expression)))

@@ -58,3 +58,36 @@ def test_nudge_bodies_match_the_serializer_with_and_without_the_template_loaded(
     bare = Delivery.objects.get(pk=delivery.pk)  # template not loaded: the cached texts
     assert _json(nudge_body(bare)) == expected
     assert expected["title"] and expected["state"] == DeliveryState.READY
+
+
+def test_the_inbox_query_reads_what_its_definition_says(patient_a, patient_b):
+    """current_nudges (hand-written SQL) against the same definition in the ORM, over every
+    state, snoozed nudges due before and after now, an expired one, and another patient's."""
+    from django.db.models import Q
+
+    from nudges import lifecycle
+    from nudges.selectors import current_nudges
+    from tests.factories import make_delivery_row
+
+    patient, other = patient_a[0], patient_b[0]
+    now = timezone.now()
+    for state in DeliveryState.values:
+        make_delivery_row(patient, state)
+    make_delivery_row(patient, DeliveryState.SNOOZED, due_at=now - dt.timedelta(hours=1))
+    make_delivery_row(patient, DeliveryState.SNOOZED, due_at=now + dt.timedelta(hours=1))
+    gone = make_delivery_row(patient, DeliveryState.READY)
+    Delivery.objects.filter(pk=gone.pk).update(expires_at=now - dt.timedelta(minutes=1))
+    make_delivery_row(other, DeliveryState.READY)
+
+    shown = current_nudges(patient, now=now)
+
+    expected = list(
+        Delivery.objects.filter(patient=patient, state__in=lifecycle.VISIBLE, expires_at__gt=now)
+        .exclude(Q(state=DeliveryState.SNOOZED) & Q(due_at__gt=now))
+        .order_by("-created_at")
+    )
+    assert [d.pk for d in shown] == [d.pk for d in expected]
+    assert len(shown) >= 4  # ready, delivered, opened, the snoozed one now due
+    for delivery, reference in zip(shown, expected, strict=True):
+        assert _json(NudgeSerializer(delivery).data) == _json(NudgeSerializer(reference).data)
+        assert delivery.template.title == reference.template.title
