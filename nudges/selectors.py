@@ -1,5 +1,6 @@
-"""Reads for nudges. Every patient-facing read goes through deliveries_for_patient, so a
-delivery of another patient is simply not found."""
+"""Reads for nudges. Every patient-facing read is by the patient's own id
+(deliveries_for_patient, or the inbox's query in current_nudges), so a delivery of another
+patient is simply not found."""
 
 import datetime as dt
 import functools

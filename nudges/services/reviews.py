@@ -71,9 +71,10 @@ def review_open(
 def reviews_open_many(
     *, items: list[tuple[Any, Any, Verdict]], ruleset_version: int | None, now: dt.datetime
 ) -> int:
-    """review_open for many new deliveries at once (batch decisions), in a few queries
-    whatever their number: items are (delivery id, patient id, verdict). The deliveries must
-    have been written expiring at review_deadline(now). Returns the requests opened."""
+    """The review requests of new deliveries (a live decision's, or a batch chunk's), in a few
+    queries whatever their number: the same requests as review_open. Items are (delivery id,
+    patient id, verdict); the deliveries must have been written expiring at
+    review_deadline(now). Returns the requests opened."""
     if not items:
         return 0
     deadline = review_deadline(now)
