@@ -59,10 +59,22 @@ def insert_rows(
     ignore_conflicts: bool = False,
 ) -> int:
     """Insert rows (tuples in the order of `fields`, model field names, values formatted with
-    DbFormat) into model's table. With ignore_conflicts, rows that break a unique constraint
-    are skipped. Returns the number of rows sent."""
+    DbFormat) into model's table: with PostgreSQL's COPY there (about twice as fast as
+    executemany), else executemany. With ignore_conflicts, rows that break a unique constraint
+    are skipped (an INSERT, as COPY cannot skip them). Returns the number of rows sent."""
     meta = model._meta
     columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column) for f in fields)
+    table = connection.ops.quote_name(meta.db_table)
+    rows = list(rows)
+    if connection.vendor == "postgresql" and not ignore_conflicts:
+        with (
+            connection.cursor() as cursor,
+            connection.wrap_database_errors,  # psycopg's errors as Django's (IntegrityError)
+            cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return len(rows)
     placeholders = ", ".join(["%s"] * len(fields))
     verb, suffix = "INSERT", ""
     if ignore_conflicts:
@@ -70,10 +82,8 @@ def insert_rows(
             verb = "INSERT OR IGNORE"
         else:
             suffix = " ON CONFLICT DO NOTHING"
-    table = connection.ops.quote_name(meta.db_table)
     sql = f"{verb} INTO {table} ({columns}) VALUES ({placeholders}){suffix}"
     sent = 0
-    rows = list(rows)
     with connection.cursor() as cursor:
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]

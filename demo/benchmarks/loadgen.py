@@ -146,11 +146,7 @@ async def closed_loop(spec: Spec) -> Tally:
             tally.sent += 1
             request = next(requests)
             start = time.perf_counter()
-            try:
-                tally.status[await connection.exchange(request)] += 1
-            except (OSError, asyncio.IncompleteReadError, ValueError) as error:
-                tally.errors[type(error).__name__] += 1
-                connection.close()
+            if not await _exchange(connection, request, tally):
                 continue
             tally.finished = time.perf_counter()
             tally.latency.append(tally.finished - start)
@@ -192,11 +188,7 @@ async def open_loop(spec: Spec) -> Tally:
         while (item := await queue.get()) is not None:
             due, request = item
             sent = time.perf_counter()
-            try:
-                tally.status[await connection.exchange(request)] += 1
-            except (OSError, asyncio.IncompleteReadError, ValueError) as error:
-                tally.errors[type(error).__name__] += 1
-                connection.close()
+            if not await _exchange(connection, request, tally):
                 continue
             tally.finished = time.perf_counter()
             tally.latency.append(tally.finished - due)
@@ -258,3 +250,15 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+async def _exchange(connection: Connection, request: bytes, tally: Tally) -> bool:
+    """Send one request and count its status; on a failure count the error, close the
+    connection and return False."""
+    try:
+        tally.status[await connection.exchange(request)] += 1
+    except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+        tally.errors[type(error).__name__] += 1
+        connection.close()
+        return False
+    return True

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import numpy as np
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
-from django.db import connection, models, transaction
+from django.db import connection, transaction
 from django.db.models import Count
 from django.test import override_settings
 from django.utils import timezone
@@ -30,6 +30,7 @@ from rest_framework.authtoken.models import Token
 
 from core.bulk import DbFormat, insert_rows
 from demo.cohort import synthetic_cohort
+from nudges import rows as columns
 from nudges.models import (
     Decision,
     DecisionPoint,
@@ -69,7 +70,7 @@ def population_create(n: int, *, seed: int, history: int, now: dt.datetime) -> P
     names = [f"{prefix}{i:06d}" for i in range(n)]
     password = make_password(None)  # unusable: patients sign in with their token only
     with transaction.atomic():
-        write_rows(
+        insert_rows(
             get_user_model(),
             ["password", "is_superuser", "username", "first_name", "last_name", "email"]
             + ["is_staff", "is_active", "date_joined"],
@@ -82,7 +83,7 @@ def population_create(n: int, *, seed: int, history: int, now: dt.datetime) -> P
         )
         ids = db.new_ids(n, now)
         enrolled = [now - dt.timedelta(days=30 + float(d)) for d in rng.uniform(0, 60, n)]
-        write_rows(
+        insert_rows(
             Patient,
             ["id", "created_at", "updated_at", "pseudonym", "user", "age_band", "sex"]
             + ["timezone", "quiet_start", "quiet_end", "is_active", "groups_refreshed_at"]
@@ -97,7 +98,7 @@ def population_create(n: int, *, seed: int, history: int, now: dt.datetime) -> P
         )
         _patient_rows(db, cohort, ids, stamp)
         tokens = [secrets.token_hex(20) for _ in range(n)]
-        write_rows(
+        insert_rows(
             Token,
             ["key", "user", "created"],
             [(tokens[i], user_ids[names[i]], stamp) for i in range(n)],
@@ -112,20 +113,20 @@ def _patient_rows(db: DbFormat, cohort: list, ids: list[str], stamp: str | None)
     times = ["id", "created_at", "updated_at"]
     goals = [(i, g, w) for i, p in enumerate(cohort) for g, w in p.goals.items()]
     goal_ids = db.new_ids(len(goals))
-    write_rows(
+    insert_rows(
         CarePlanGoal,
         [*times, "patient", "goal", "weight"],
         [(goal_ids[k], stamp, stamp, ids[i], g, w) for k, (i, g, w) in enumerate(goals)],
     )
     codes = [(i, c) for i, p in enumerate(cohort) for c in p.conditions]
     code_ids = db.new_ids(len(codes))
-    write_rows(
+    insert_rows(
         Condition,
         [*times, "patient", "code"],
         [(code_ids[k], stamp, stamp, ids[i], c) for k, (i, c) in enumerate(codes)],
     )
     consent_ids = db.new_ids(len(cohort) * len(Purpose.values))
-    write_rows(
+    insert_rows(
         Consent,
         [*times, "patient", "purpose", "granted"],
         [
@@ -135,26 +136,14 @@ def _patient_rows(db: DbFormat, cohort: list, ids: list[str], stamp: str | None)
     )
     members = [(i, group_ids[g]) for i, p in enumerate(cohort) for g in p.groups]
     member_ids = db.new_ids(len(members))
-    write_rows(
+    insert_rows(
         GroupMembership,
         [*times, "patient", "group"],
         [(member_ids[k], stamp, stamp, ids[i], g) for k, (i, g) in enumerate(members)],
     )
 
 
-POINT_FIELDS = ["id", "created_at", "updated_at", "patient", "moment", "trigger"]
-DECISION_FIELDS = ["id", "created_at", "updated_at", "decision_point", "patient", "outcome"] + [
-    "reason",
-    "policy_name",
-    "policy_version",
-    "template",
-    "template_version",
-    "propensity",
-    "arm",
-    "model_version",
-    "receipt",
-]
-DELIVERY_FIELDS = ["id", "created_at", "updated_at", "decision", "patient", "template"] + [
+DELIVERY_FIELDS = [*columns.TIMES, "decision", "patient", "template"] + [
     "state",
     "why",
     "expires_at",
@@ -201,9 +190,9 @@ def _history_rows(
                 state = CLOSED_STATES[states[i - start, k]]
                 _history_nudge(db, rows, ids[i], moment, template, version, state)
         with transaction.atomic():
-            write_rows(DecisionPoint, POINT_FIELDS, rows["points"])
-            write_rows(Decision, DECISION_FIELDS, rows["decisions"])
-            write_rows(Delivery, DELIVERY_FIELDS, rows["deliveries"])
+            insert_rows(DecisionPoint, list(columns.POINT_COLUMNS), rows["points"])
+            insert_rows(Decision, list(columns.DECISION_COLUMNS), rows["decisions"])
+            insert_rows(Delivery, DELIVERY_FIELDS, rows["deliveries"])
 
 
 def _history_nudge(
@@ -260,34 +249,16 @@ def inbox_rows(
                 at = db.datetime(moment)
                 pushes.append((db.new_ids(1)[0], at, at, delivery, "pending", 0, at, "", "", ""))
     with transaction.atomic():
-        write_rows(DecisionPoint, POINT_FIELDS, rows["points"])
-        write_rows(Decision, DECISION_FIELDS, rows["decisions"])
-        write_rows(Delivery, DELIVERY_FIELDS, rows["deliveries"])
-        write_rows(
+        insert_rows(DecisionPoint, list(columns.POINT_COLUMNS), rows["points"])
+        insert_rows(Decision, list(columns.DECISION_COLUMNS), rows["decisions"])
+        insert_rows(Delivery, DELIVERY_FIELDS, rows["deliveries"])
+        insert_rows(
             PushMessage,
             ["id", "created_at", "updated_at", "delivery", "state", "attempts", "next_attempt_at"]
             + ["last_error", "provider", "provider_message_id"],
             pushes,
         )
     return int(ready.sum())
-
-
-def write_rows(model: type[models.Model], fields: list[str], rows: list[tuple]) -> None:
-    """insert_rows, with PostgreSQL's COPY when there: about twice as fast as its
-    executemany for the millions of rows of a big population."""
-    if connection.vendor != "postgresql":
-        insert_rows(model, fields, rows)
-        return
-    meta = model._meta
-    names = [str(cast(models.Field, meta.get_field(f)).column) for f in fields]
-    columns = ", ".join(connection.ops.quote_name(name) for name in names)
-    table = connection.ops.quote_name(meta.db_table)
-    with (
-        connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
 
 
 # The champion --------------------------------------------------------------------------------
@@ -442,12 +413,17 @@ def _celery_worker(env: dict[str, str]) -> Iterator[subprocess.Popen]:
             _wait_for(lambda: b" ready." in Path(log.name).read_bytes(), worker, "celery worker")
             yield worker
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop_process(worker)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Ask a process started for a benchmark to stop; kill it if it has not within 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_for(ready: Any, process: subprocess.Popen, what: str, timeout: float = 60) -> None:

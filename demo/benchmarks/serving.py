@@ -52,6 +52,7 @@ from demo.benchmarks.recommender import (
     policy_counts,
     population_create,
     scratch_models,
+    stop_process,
     subprocess_env,
 )
 from demo.benchmarks.timing import summary_ms
@@ -291,12 +292,7 @@ def gunicorn(app: str, env: dict[str, str]) -> Iterator[Served]:
             _wait_until_serving(server, port, "/healthz" if app.startswith("config") else "/empty")
             yield Served(port, server.pid)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_process(server)
             errors = Path(log.name).read_text()
         if server.returncode != 0 or "Traceback" in errors:
             raise RuntimeError(f"gunicorn reported errors:\n{errors[-3000:]}")
