@@ -23,6 +23,7 @@ from clinicians.governance import ruleset_activate, ruleset_submit
 from clinicians.models import Clinician, ReasonCode, ReviewDecision, ReviewQueueItem, Verdict
 from clinicians.roles import SAFETY_LEAD
 from clinicians.services import REASONS, VERDICTS, review_decide, reviews_decide
+from core.admin import ReadOnlyAdmin
 from core.errors import ApplicationError
 from nudges.models import ReviewKind, ReviewState
 from safety.models import MedicalGroup, Rule, RuleRevision, RuleSet, RuleSetStatus
@@ -115,7 +116,7 @@ class DecisionForm(forms.Form):
 
 
 @admin.register(ReviewQueueItem)
-class ReviewQueueAdmin(admin.ModelAdmin):
+class ReviewQueueAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
         "waiting",
@@ -151,15 +152,6 @@ class ReviewQueueAdmin(admin.ModelAdmin):
         if not is_clinician(request.user):
             return False
         return obj is None or scoped(request.user).filter(pk=obj.pk).exists()
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # decisions go through the decide view and the actions, not the form
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def _in_scope(self, request: HttpRequest, object_id: str) -> ReviewQueueItem:
         """The item, or 404 for one that does not exist or is outside the clinician's groups
@@ -384,7 +376,7 @@ class ClinicianAdmin(admin.ModelAdmin):
 
 
 @admin.register(ReviewDecision)
-class ReviewDecisionAdmin(admin.ModelAdmin):
+class ReviewDecisionAdmin(ReadOnlyAdmin):
     """Every decision: who, when, what, under which rule-set version. Read-only."""
 
     list_display = ["created_at", "clinician", "group", "verdict", "reason", "ruleset_version"]
@@ -402,15 +394,6 @@ class ReviewDecisionAdmin(admin.ModelAdmin):
         if not is_clinician(request.user):
             return False
         return obj is None or self.get_queryset(request).filter(pk=obj.pk).exists()
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 # Rule sets and rules (safety leads) ---------------------------------------------------------
@@ -447,7 +430,7 @@ class RuleInline(admin.TabularInline):
 
 
 @admin.register(RuleSet)
-class RuleSetAdmin(SafetyLeadOnly, admin.ModelAdmin):
+class RuleSetAdmin(SafetyLeadOnly, ReadOnlyAdmin):
     list_display = [
         "version",
         "status",
@@ -472,15 +455,6 @@ class RuleSetAdmin(SafetyLeadOnly, admin.ModelAdmin):
     fields = readonly_fields
     inlines = [RuleInline]
     actions = ["draft_from_active", "propose", "activate", "discard"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="dry run")
     def dry_run_shown(self, obj: RuleSet) -> str:
@@ -637,18 +611,9 @@ class RuleAdmin(SafetyLeadOnly, admin.ModelAdmin):
 
 
 @admin.register(RuleRevision)
-class RuleRevisionAdmin(SafetyLeadOnly, admin.ModelAdmin):
+class RuleRevisionAdmin(SafetyLeadOnly, ReadOnlyAdmin):
     """The history of every rule change: who, when, before and after."""
 
     list_display = ["created_at", "rule_set", "code", "change", "changed_by"]
     list_filter = ["change", "rule_set"]
     search_fields = ["code"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 
+from core.admin import ReadOnlyAdmin
 from core.errors import ApplicationError
 from privacy.access import budgets_for_officer, is_compliance_officer, releases_for_officer
 from privacy.charts import chart_svg
@@ -27,7 +28,7 @@ from privacy.reports import catalogue, release_export, report_preview, report_re
 
 
 class ComplianceOnly:
-    """Visible to compliance officers only, read-only through the admin's own forms, and 404
+    """Visible to compliance officers only (read-only with core.admin.ReadOnlyAdmin), and 404
     (not 403) for everyone else, so the pages reveal nothing to them."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -35,15 +36,6 @@ class ComplianceOnly:
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return is_compliance_officer(request.user)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def _guard(self, request: HttpRequest) -> None:
         if not is_compliance_officer(request.user):
@@ -81,7 +73,7 @@ class ReportForm(forms.Form):
 
 
 @admin.register(Release)
-class ReleaseAdmin(ComplianceOnly, admin.ModelAdmin):
+class ReleaseAdmin(ComplianceOnly, ReadOnlyAdmin):
     list_display = ["created_at", "title_shown", "period", "rho_shown", "released_by", "channel"]
     list_filter = ["report", "period", "channel"]
     list_select_related = ["released_by"]
@@ -199,7 +191,7 @@ class ReleaseAdmin(ComplianceOnly, admin.ModelAdmin):
 
 
 @admin.register(PrivacyBudget)
-class PrivacyBudgetAdmin(ComplianceOnly, admin.ModelAdmin):
+class PrivacyBudgetAdmin(ComplianceOnly, ReadOnlyAdmin):
     list_display = ["period", "cap_shown", "spent_shown", "remaining_shown", "epsilon_shown"]
     ordering = ["-period"]
 
