@@ -13,6 +13,8 @@ import numpy as np
 import orjson
 from django.db import connection, models
 
+from core import raw
+
 
 class DbFormat:
     """Value formatting for the current database connection's vendor."""
@@ -92,16 +94,52 @@ def insert_rows(
     return sent
 
 
+def insert_new_rows(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    returning: Sequence[str],
+) -> list[tuple]:
+    """Insert rows as insert_rows does with ignore_conflicts, and return the `returning`
+    fields (converted as the ORM reads them) of the rows inserted now, not of those skipped.
+    The first field is the primary key and each row's key is new (core.ids): a row holding
+    one of them afterwards was inserted by this call. PostgreSQL does it in one statement
+    (each column sent as an array, RETURNING); SQLite inserts, then reads those keys back."""
+    if not rows:
+        return []
+    meta = model._meta
+    if not meta.get_field(fields[0]).primary_key:
+        raise ValueError("the first field must be the primary key")
+    if connection.vendor != "postgresql":
+        insert_rows(model, fields, rows, ignore_conflicts=True)
+        return list(model.objects.filter(pk__in=[row[0] for row in rows]).values_list(*returning))
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(meta.get_field(f).column) for f in fields)
+    arrays = ", ".join(f"%s::{meta.get_field(f).db_type(connection)}[]" for f in fields)
+    wanted = [meta.get_field(f) for f in returning]
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608
+        f"ON CONFLICT DO NOTHING RETURNING {', '.join(quote(f.column) for f in wanted)}"
+    )
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        return raw.convert(cursor.fetchall(), wanted)
+
+
 def insert_objects(objects: Sequence[models.Model]) -> None:
     """INSERT unsaved instances of one model as they are, in one statement per batch: the
     fields' own pre-save and database preparation (defaults already applied by the
-    constructor, auto_now, JSON and UUID encoding), without the ORM's per-query compilation.
+    constructor, auto_now, JSON and UUID encoding), without the ORM's per-query compilation;
+    an automatic integer key left unset is numbered by the database (not read back).
     For hot paths that write a few known rows; no signals are sent (none are connected to
     the models written this way)."""
     if not objects:
         return
     meta = objects[0]._meta
     fields = [f for f in meta.concrete_fields if not f.generated]
+    if meta.auto_field is not None and getattr(objects[0], meta.auto_field.attname) is None:
+        fields.remove(meta.auto_field)  # the database numbers them (a many-to-many's links)
     table = connection.ops.quote_name(meta.db_table)
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))

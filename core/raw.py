@@ -5,10 +5,13 @@ token and its patient, the patient's row under lock, the delivery history), wher
 the query each time costs more than running it."""
 
 import functools
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
 from django.db import connection, models
+from django.db.models.expressions import RawSQL
 
 Converter = Any
 
@@ -69,3 +72,13 @@ def fetch(sql: str, params: Sequence[Any], fields: Sequence[models.Field]) -> li
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return convert(cursor.fetchall(), fields)
+
+
+def uuid_list(ids: Iterable[Any]) -> RawSQL:
+    """These UUIDs (or their driver values) as a subquery for `field__in=`: one parameter
+    however many there are, and a plan the database cannot misjudge from stale statistics,
+    as it may a subquery over tables just written."""
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT unnest(%s::uuid[])", [[uuid.UUID(str(pk)) for pk in ids]])
+    hexes = [pk.hex if isinstance(pk, uuid.UUID) else uuid.UUID(str(pk)).hex for pk in ids]
+    return RawSQL("SELECT value FROM json_each(%s)", [orjson.dumps(hexes).decode()])

@@ -78,6 +78,10 @@ class Snapshot:
     _safety: dict[frozenset[str] | None, SafetyTable] = field(
         init=False, repr=False, default_factory=dict
     )
+    # What clinicians read of each rule a review request names (code -> detail, None for a
+    # code not in the rule set), filled by the service that opens reviews: the rules in force
+    # do not change while the snapshot stands.
+    rule_details: dict[str, Any] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         goals: dict[str, list[int]] = {}

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Sum
 
-from core.bulk import DbFormat, insert_rows
+from core.bulk import DbFormat, insert_new_rows, insert_rows
 from nudges import decide as core
 from nudges import rows as columns
 from nudges.models import (
@@ -87,21 +87,17 @@ def _decide_zone(patients: list[Patient], moment: dt.datetime, rng: np.random.Ge
     moment = moment.replace(second=0, microsecond=0)
     stamp = db.datetime(moment)
     ids = db.new_ids(len(patients), moment)
-    insert_rows(
-        DecisionPoint,
-        list(columns.POINT_COLUMNS),
-        [
-            (ids[i], stamp, stamp, db.id(p.pk), stamp, Trigger.SLOT.value)
-            for i, p in enumerate(patients)
-        ],
-        ignore_conflicts=True,
-    )
-    claimed = {
-        patient_id: point_id
-        for point_id, patient_id in DecisionPoint.objects.filter(pk__in=ids).values_list(
-            "pk", "patient_id"
+    claimed = dict(
+        insert_new_rows(
+            DecisionPoint,
+            list(columns.POINT_COLUMNS),
+            [
+                (ids[i], stamp, stamp, db.id(p.pk), stamp, Trigger.SLOT.value)
+                for i, p in enumerate(patients)
+            ],
+            returning=["patient", "id"],
         )
-    }
+    )
     mine = [p for p in patients if p.pk in claimed]
     if not mine:
         return 0
@@ -139,7 +135,7 @@ def _decide_zone(patients: list[Patient], moment: dt.datetime, rng: np.random.Ge
         inputs=inputs,
         model_problem=problem,
     )
-    _persist(mine, facts, outcomes, [claimed[p.pk] for p in mine], snapshot.ruleset_version, now)
+    _persist(mine, facts, outcomes, [claimed[p.pk] for p in mine], snapshot, now)
     return len(mine)
 
 
@@ -148,14 +144,17 @@ def _persist(
     facts: list[core.PatientFacts],
     outcomes: list[core.Outcome],
     points: list[Any],
-    ruleset_version: int | None,
+    snapshot: core.Snapshot,
     now: dt.datetime,
 ) -> None:
     """Decisions, deliveries, transitions, pushes and review requests in bulk."""
     db = DbFormat()
     stamp = db.datetime(now)
     expiry = dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
+    ruleset_version = snapshot.ruleset_version
     decision_ids = db.new_ids(len(outcomes), now)
+    # A delivery, its transition and perhaps a push for each nudge: their keys drawn at once.
+    spare_ids = iter(db.new_ids(3 * len(outcomes), now))
     decisions, deliveries, transitions, pushes, reviews = [], [], [], [], []
     for i, (patient, f, out) in enumerate(zip(patients, facts, outcomes, strict=True)):
         template = out.template
@@ -181,7 +180,7 @@ def _persist(
         if template is None:
             continue
         plan = core.route(out, f, now=now, expiry=expiry)
-        [delivery_id] = db.new_ids(1, now)
+        delivery_id = next(spare_ids)
         deliveries.append(
             (
                 delivery_id,
@@ -202,7 +201,7 @@ def _persist(
         )
         transitions.append(
             (
-                db.new_ids(1, now)[0],
+                next(spare_ids),
                 stamp,
                 stamp,
                 delivery_id,
@@ -214,7 +213,7 @@ def _persist(
         )
         if plan.push:
             pushes.append(
-                (db.new_ids(1, now)[0], stamp, stamp, delivery_id, "pending", 0, stamp, "", "", "")
+                (next(spare_ids), stamp, stamp, delivery_id, "pending", 0, stamp, "", "", "")
             )
         if plan.review:
             assert out.verdict is not None
@@ -258,4 +257,4 @@ def _persist(
         ],
         pushes,
     )
-    reviews_open_many(items=reviews, ruleset_version=ruleset_version, now=now)
+    reviews_open_many(items=reviews, snapshot=snapshot, now=now)

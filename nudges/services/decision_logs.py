@@ -19,6 +19,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.text import slugify
 
+from core import raw
 from core.bulk import DbFormat, insert_rows
 from core.errors import ApplicationError, not_found
 from nudges import measures
@@ -340,9 +341,12 @@ def engine_decisions(
             _JsonParts("receipt", "agenda", "groups"),
         )
     )
-    patients = _Patients(decisions)
+    # The patients by their keys, not by a subquery over the decisions: just after a bulk
+    # write PostgreSQL's statistics can be stale enough to plan that join for minutes.
+    patients = _Patients({row[0] for row in rows})
     frame = _Frame(rows, patients, now)
-    means = _daily_means(decisions, patients, since, until, now) if rows else None
+    nudged = {row[0] for row in rows if row[3] is not None}  # a nudge has a template's goal
+    means = _daily_means(nudged, patients, since, until, now) if rows else None
     groups = list(MedicalGroup.objects.order_by("slug").values_list("slug", flat=True))
     return _exported(rows, patients, frame, means, groups)
 
@@ -394,9 +398,9 @@ def _seconds(values: list[Any]) -> np.ndarray:
 class _Patients:
     """The exported decisions' patients, numbered."""
 
-    def __init__(self, decisions: QuerySet) -> None:
+    def __init__(self, ids: set[Any]) -> None:
         rows = _raw(
-            Patient.objects.filter(pk__in=decisions.values("patient_id")).values_list(
+            Patient.objects.filter(pk__in=raw.uuid_list(ids)).values_list(
                 "pk", "pseudonym", "age_band", "sex", "timezone", "created_at"
             )
         )
@@ -450,7 +454,7 @@ class _Frame:
 
 
 def _daily_means(
-    decisions: QuerySet,
+    nudged: set[Any],
     patients: _Patients,
     since: dt.datetime,
     until: dt.datetime,
@@ -462,7 +466,7 @@ def _daily_means(
     goal_of = {m.kind: i for i, m in enumerate(measures.MEASURES.values())}
     rows = _raw(
         Event.objects.filter(
-            patient_id__in=decisions.filter(outcome=Outcome.NUDGE).values("patient_id"),
+            patient_id__in=raw.uuid_list(nudged),
             kind__in=list(goal_of),
             occurred_at__gte=since - dt.timedelta(days=DELTA_BEFORE + 1),
             occurred_at__lt=min(until, now) + dt.timedelta(days=DELTA_AFTER + 2),

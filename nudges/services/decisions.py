@@ -164,7 +164,7 @@ def _persist(
     )
     insert_objects([decision])
     if template is not None:
-        _route(decision, patient, facts, outcome, snapshot.ruleset_version, now)
+        _route(decision, patient, facts, outcome, snapshot, now)
     return decision
 
 
@@ -173,7 +173,7 @@ def _route(
     patient: Patient,
     facts: core.PatientFacts,
     outcome: core.Outcome,
-    ruleset_version: int | None,
+    snapshot: core.Snapshot,
     now: dt.datetime,
 ) -> Delivery:
     """Create the delivery as core.route says (review, held or ready), its first transition,
@@ -191,7 +191,7 @@ def _route(
         state=plan.state,
         why=plan.why,
         note=plan.note,
-        ruleset_version=ruleset_version,
+        ruleset_version=snapshot.ruleset_version,
         safety_action=plan.safety_action,
         safety_rules=plan.safety_rules,
         due_at=plan.due_at,
@@ -212,9 +212,7 @@ def _route(
     )
     if plan.review:
         reviews_open_many(
-            items=[(delivery.pk, patient.pk, outcome.verdict)],
-            ruleset_version=ruleset_version,
-            now=now,
+            items=[(delivery.pk, patient.pk, outcome.verdict)], snapshot=snapshot, now=now
         )
     elif plan.push:
         insert_objects([PushMessage(created_at=now, delivery=delivery, next_attempt_at=now)])

@@ -8,6 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from core.bulk import insert_objects
+from nudges.decide import Snapshot
 from nudges.models import Delivery, ReviewKind, ReviewRequest, ReviewState
 from safety.models import GroupMembership, MedicalGroup, Rule
 from safety.rules import Verdict
@@ -69,24 +71,24 @@ def review_open(
 
 
 def reviews_open_many(
-    *, items: list[tuple[Any, Any, Verdict]], ruleset_version: int | None, now: dt.datetime
+    *, items: list[tuple[Any, Any, Verdict]], snapshot: Snapshot, now: dt.datetime
 ) -> int:
     """The review requests of new deliveries (a live decision's, or a batch chunk's), in a few
     queries whatever their number: the same requests as review_open. Items are (delivery id,
-    patient id, verdict); the deliveries must have been written expiring at
-    review_deadline(now). Returns the requests opened."""
+    patient id, verdict), the verdicts from `snapshot`'s rules; the deliveries must have been
+    written expiring at review_deadline(now). Returns the requests opened."""
     if not items:
         return 0
     deadline = review_deadline(now)
-    codes = sorted({code for _, _, verdict in items for code in verdict.rules})
-    detail = {rule["code"]: rule for rule in rules_detail(codes, ruleset_version)}
+    codes = {code for _, _, verdict in items for code in verdict.rules}
+    detail = _snapshot_details(snapshot, codes)
     slugs = {slug for _, _, verdict in items for slug in verdict.groups}
     group_ids = dict(MedicalGroup.objects.filter(slug__in=slugs).values_list("slug", "pk"))
     requests: list[ReviewRequest] = []
     links: list[Any] = []
     through = ReviewRequest.groups.through
     for delivery_id, patient_id, verdict in items:
-        rules = [detail[code] for code in sorted(set(verdict.rules)) if code in detail]
+        rules = [detail[code] for code in sorted(set(verdict.rules)) if detail[code] is not None]
         if not verdict.groups and verdict.error:
             rules = [
                 {"code": verdict.error, "action": "review", "rationale": _ERRORS[verdict.error]}
@@ -98,7 +100,7 @@ def reviews_open_many(
             kind=ReviewKind.BEFORE_DELIVERY,
             severity=verdict.severity or "",
             rules=rules,
-            ruleset_version=ruleset_version,
+            ruleset_version=snapshot.ruleset_version,
             deadline=deadline,
         )
         requests.append(request)
@@ -107,9 +109,21 @@ def reviews_open_many(
             for slug in verdict.groups
             if slug in group_ids
         )
-    ReviewRequest.objects.bulk_create(requests)
-    through.objects.bulk_create(links)
+    insert_objects(requests)
+    insert_objects(links)
     return len(requests)
+
+
+def _snapshot_details(snapshot: Snapshot, codes: set[str]) -> dict[str, Any]:
+    """rules_detail for these codes, read once per snapshot (its rules do not change) and
+    kept on it; None for a code the rule set does not have."""
+    known = snapshot.rule_details
+    missing = sorted(codes - known.keys())
+    if missing:
+        found = {rule["code"]: rule for rule in rules_detail(missing, snapshot.ruleset_version)}
+        for code in missing:
+            known[code] = found.get(code)
+    return {code: known[code] for code in codes}
 
 
 _ERRORS = {
