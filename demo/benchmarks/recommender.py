@@ -40,6 +40,7 @@ from nudges.models import (
     PushMessage,
     Template,
 )
+from nudges.services.batch import CHUNK_SIZE
 from patients.models import CarePlanGoal, Condition, Consent, Patient, Purpose
 from safety.models import GroupMembership, MedicalGroup
 
@@ -371,7 +372,7 @@ def bench_batch(*, quick: bool = False) -> dict[str, Any]:
             "patients": n,
             "history_nudges_per_patient": history,
             "workers": "celery worker --concurrency=2 (prefork), Redis broker, PostgreSQL",
-            "chunk_size": 500,
+            "chunk_size": CHUNK_SIZE,
             **run,
             "decisions": made.count(),
             "by_policy": policy_counts(decision_point__trigger="slot", created_at__gte=now),
@@ -442,7 +443,7 @@ def _coordinate(
     """Run generate_decisions --wait as its own process (the coordinator) and time it;
     returns the figures and the coordinator's pid."""
     command = [sys.executable, "manage.py", "generate_decisions", "--slot", "09:00"]
-    command += ["--day", day.isoformat(), "--wait", "--chunk-size", "500"]
+    command += ["--day", day.isoformat(), "--wait", "--chunk-size", str(CHUNK_SIZE)]
     started = time.perf_counter()
     coordinator = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from tqdm import tqdm
 
-from nudges.services.batch import batch_chunk, batch_plan, batch_progress
+from nudges.services.batch import CHUNK_SIZE, batch_chunk, batch_plan, batch_progress
 from nudges.tasks import decisions_batch_chunk
 
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--slot", required=True, help="local time of the slot, HH:MM")
         parser.add_argument("--day", help="YYYY-MM-DD (default: today, UTC)")
-        parser.add_argument("--chunk-size", type=int, default=500)
+        parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE)
         how = parser.add_mutually_exclusive_group()
         how.add_argument("--wait", action="store_true", help="wait for the workers, with progress")
         how.add_argument("--inline", action="store_true", help="decide here, without workers")
