@@ -47,10 +47,23 @@ def clip_rows(p: np.ndarray, valid: np.ndarray, *, floor: float, ceiling: float)
     q = np.where(total > 0, p / np.where(total > 0, total, 1.0), valid / k)
     outside = (valid & ((q < lo) | (q > hi))).any(axis=1)
     rows = np.flatnonzero(outside)
-    # In blocks of rows: the solve holds (rows x breakpoints x entries) at once.
-    for start in range(0, len(rows), SOLVE_BLOCK):
-        block = rows[start : start + SOLVE_BLOCK]
-        q[block] = _solve_scale(q[block], valid[block], lo[block], hi[block])
+    if len(rows):
+        # The solve costs (rows x breakpoints x entries): each row's valid entries are moved
+        # to the front and the columns that none of these rows uses are left out.
+        width = int(valid[rows].sum(axis=1).max())
+        order = np.argsort(~valid[rows], axis=1, kind="stable")[:, :width]
+        q_valid = np.take_along_axis(q[rows], order, axis=1)
+        mask = np.take_along_axis(valid[rows], order, axis=1)
+        solved = np.empty_like(q_valid)
+        # In blocks of rows, so the (rows x breakpoints x entries) array stays small.
+        for start in range(0, len(rows), SOLVE_BLOCK):
+            block = slice(start, start + SOLVE_BLOCK)
+            solved[block] = _solve_scale(
+                q_valid[block], mask[block], lo[rows][block], hi[rows][block]
+            )
+        placed = np.zeros((len(rows), q.shape[1]))
+        np.put_along_axis(placed, order, solved, axis=1)
+        q[rows] = placed
     return np.where(valid, q, 0.0)
 
 

@@ -35,9 +35,9 @@ class Command(BaseCommand):
             raise CommandError("--slot must be HH:MM and --day YYYY-MM-DD.") from None
         if not 1 <= options["chunk_size"] <= 10_000:
             raise CommandError("--chunk-size must be between 1 and 10,000.")
+        started = time.perf_counter()  # the time reported includes the planning
         run = batch_plan(slot=slot, day=day, chunk_size=options["chunk_size"])
         self.stdout.write(f"Run {run.pk}: {run.patients} patients in {len(run.chunks)} chunks.")
-        started = time.perf_counter()
         if options["inline"]:
             for index in tqdm(range(len(run.chunks)), desc="Chunks"):
                 batch_chunk(run_id=run.pk, chunk=index)
