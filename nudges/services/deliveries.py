@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core import raw
+from core.bulk import DbFormat, insert_objects
 from core.errors import ApplicationError, not_found
 from nudges.availability import quiet_hours_end
 from nudges.models import (
@@ -120,30 +122,41 @@ def deliveries_mark_delivered(*, deliveries: list[Delivery], actor: str) -> list
             else:
                 gate_enforce(delivery, results[delivery.pk], actor="gate", now=now)
                 stopped.add(delivery.pk)
-        ids = set(
-            Delivery.objects.select_for_update()
-            .filter(pk__in=[d.pk for d in passing], state=DeliveryState.READY)
-            .values_list("pk", flat=True)
-        )
-        Delivery.objects.filter(pk__in=ids).update(
-            state=DeliveryState.DELIVERED, delivered_at=now, updated_at=now
-        )
+        ids = _deliver_ready([d.pk for d in passing], now)
         cancel_pending_pushes(list(ids), now=now)
-        DeliveryTransition.objects.bulk_create(
-            DeliveryTransition(
-                delivery_id=pk,
-                from_state=DeliveryState.READY,
-                to_state=DeliveryState.DELIVERED,
-                actor=actor,
-                reason="fetched",
-            )
-            for pk in ids
+        insert_objects(
+            [
+                DeliveryTransition(
+                    delivery_id=pk,
+                    from_state=DeliveryState.READY,
+                    to_state=DeliveryState.DELIVERED,
+                    actor=actor,
+                    reason="fetched",
+                )
+                for pk in ids
+            ]
         )
     for delivery in deliveries:
         if delivery.pk in ids:
             delivery.state = DeliveryState.DELIVERED
             delivery.delivered_at = now
     return [d for d in deliveries if d.pk not in stopped]
+
+
+def _deliver_ready(ids: list[Any], now: dt.datetime) -> set[Any]:
+    """ready -> delivered for those of these deliveries still ready (the row locks taken by
+    the update itself), in one statement; returns the ones moved."""
+    if not ids:
+        return set()
+    db = DbFormat()
+    stamp = db.datetime(now)
+    sql = (
+        f"UPDATE {raw.table(Delivery)} SET state = %s, delivered_at = %s, updated_at = %s "  # noqa: S608
+        f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND state = %s RETURNING id"
+    )
+    params = [DeliveryState.DELIVERED.value, stamp, stamp, *map(db.id, ids)]
+    moved = raw.fetch(sql, [*params, DeliveryState.READY.value], [Delivery._meta.pk])
+    return {row[0] for row in moved}
 
 
 def delivery_release(*, delivery: Delivery, actor: str, reason: str, now: dt.datetime) -> bool:

@@ -7,12 +7,14 @@ stop that lands in between wins: the nudge is blocked, or goes (back) to review.
 
 import datetime as dt
 import functools
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from core.bulk import DbFormat
 from core.locks import safety_lock_shared
 from nudges.decide import TemplateInfo
 from nudges.models import (
@@ -27,7 +29,7 @@ from nudges.models import (
 )
 from nudges.services.reviews import review_open
 from nudges.services.transitions import delivery_move
-from safety.models import GroupMembership, RuleSet, RuleSetStatus, StandingApproval
+from safety.models import GroupMembership, MedicalGroup, RuleSet, RuleSetStatus, StandingApproval
 from safety.rules import Action, CompiledRules, Verdict, approval_covers, evaluate
 from safety.selectors import compiled_rules, groups_key
 
@@ -51,27 +53,20 @@ def gate_check(
     moves the deliveries: it takes the shared safety lock, held until that commits."""
     if not deliveries:
         return {}
-    safety_lock_shared()
+    safety_lock_shared()  # before the reads: they must see a stop that committed meanwhile
     now = now or timezone.now()
-    active = (
-        RuleSet.objects.filter(status=RuleSetStatus.ACTIVE).values_list("pk", "version").first()
-    )
-    version = active[1] if active else None
-    rules = _rules(active[0], now.astimezone(dt.UTC).date()) if active else None
+    facts = _gate_facts(deliveries, now)
+    version = facts.version
+    rules = _rules(facts.rule_set_id, now.astimezone(dt.UTC).date()) if facts.rule_set_id else None
     templates = {
         t.pk: t for t in Template.objects.filter(pk__in={d.template_id for d in deliveries})
     }
-    patients = {d.patient_id for d in deliveries}
-    groups: dict[Any, set[str]] = {p: set() for p in patients}
-    for pid, slug in GroupMembership.objects.filter(patient_id__in=patients).values_list(
-        "patient_id", "group__slug"
-    ):
-        groups[pid].add(slug)
-    declined = set(
-        TemplateDecline.objects.filter(patient_id__in=patients).values_list("patient_id", "slug")
+    groups, declined, approved, standing = (
+        facts.groups,
+        facts.declined,
+        facts.approved,
+        facts.standing,
     )
-    approved = _approved_reviews(deliveries, version)
-    standing = _standing_approvals(patients, version, now)
     results = {}
     for delivery in deliveries:
         template = templates[delivery.template_id]
@@ -134,33 +129,86 @@ def _rules(rule_set_id: Any, day: dt.date) -> CompiledRules | None:
     return compiled_rules(RuleSet.objects.filter(pk=rule_set_id).first(), day=day)
 
 
-def _approved_reviews(deliveries: list[Delivery], version: int | None) -> dict[Any, set[str]]:
-    """For each delivery, the groups whose clinicians approved it under this rule set."""
-    out: dict[Any, set[str]] = {}
-    requests = ReviewRequest.objects.filter(
-        delivery__in=deliveries,
-        kind=ReviewKind.BEFORE_DELIVERY,
-        state=ReviewState.APPROVED,
-        ruleset_version=version,
-    ).prefetch_related("groups")
-    for request in requests:
-        groups = {g.slug for g in request.groups.all()} or {""}
-        out.setdefault(request.delivery_id, set()).update(groups)
+@dataclass
+class _GateFacts:
+    rule_set_id: Any  # the active rule set, None when there is none
+    version: int | None
+    groups: dict[Any, set[str]]  # patient -> the slugs of their medical groups
+    declined: set[tuple[Any, str]]  # (patient, template slug)
+    approved: dict[Any, set[str]]  # delivery -> groups whose clinicians approved it ("": any)
+    standing: dict[tuple, set[str]]  # (patient, template slug, groups key) -> groups
+
+
+def _gate_facts(deliveries: list[Delivery], now: dt.datetime) -> _GateFacts:
+    """What the gate judges against, in one query (a consistent view): the active rule set,
+    the patients' groups and declines, the approvals of these deliveries' review requests
+    under the active rule set (a request without groups counts as "", any group), and the
+    patients' standing approvals under it that have not expired."""
+    db = DbFormat()
+    patients = {d.patient_id for d in deliveries}
+    out = _GateFacts(None, None, {p: set() for p in patients}, set(), {}, {})
+    p_ids = [db.id(p) for p in patients]
+    d_ids = [db.id(d.pk) for d in deliveries]
+    sql = _gate_query(len(p_ids), len(d_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*p_ids, *p_ids, *d_ids, *p_ids, db.datetime(now)])
+        rows = cursor.fetchall()
+    # Every column is text; keys come back as the database writes a UUID as text.
+    for kind, key, name, extra, more in rows:
+        pk = uuid.UUID(key)
+        if kind == "r":
+            out.rule_set_id, out.version = pk, int(more)
+        elif kind == "m":
+            out.groups[pk].add(name)
+        elif kind == "d":
+            out.declined.add((pk, name))
+        elif kind == "v":
+            out.approved.setdefault(pk, set()).add(name or "")
+        else:
+            out.standing.setdefault((pk, name, extra), set()).add(more or "")
     return out
 
 
-def _standing_approvals(
-    patients: set[Any], version: int | None, now: dt.datetime
-) -> dict[tuple, set[str]]:
-    """(patient, template slug, groups key) -> the groups of the standing approvals still
-    valid: unexpired and given under the active rule set (the groups key is compared by the
-    caller)."""
-    out: dict[tuple, set[str]] = {}
-    for patient, slug, key, group in StandingApproval.objects.filter(
-        patient_id__in=patients, ruleset_version=version, expires_at__gt=now
-    ).values_list("patient_id", "template_slug", "groups_key", "group__slug"):
-        out.setdefault((patient, slug, key), set()).add(group or "")
-    return out
+@functools.lru_cache(maxsize=64)
+def _gate_query(patients: int, deliveries: int) -> str:
+    """The gate's facts as one UNION of text columns (kind, key, name, extra, more): the
+    active rule set (r: its id, -, -, its version), memberships (m: patient, group), declines
+    (d: patient, slug), approved review groups (v: delivery, group) and valid standing
+    approvals (a: patient, slug, groups key, group). Parameters: the patient ids twice, the
+    delivery ids, the patient ids, now. Cached per size."""
+    q = connection.ops.quote_name
+
+    def table(model: Any) -> str:
+        return q(model._meta.db_table)
+
+    p_ids = ", ".join(["%s"] * patients)
+    d_ids = ", ".join(["%s"] * deliveries)
+    rule_set, member, group = table(RuleSet), table(GroupMembership), table(MedicalGroup)
+    decline, request = table(TemplateDecline), table(ReviewRequest)
+    approval, links = table(StandingApproval), table(ReviewRequest.groups.through)
+    text, in_force = "TEXT", RuleSetStatus.ACTIVE.value
+    active = f"(SELECT version FROM {rule_set} WHERE status = '{in_force}')"  # noqa: S608
+    # Names from the models' metadata and fixed choices; every value is a bound parameter.
+    return f"""
+        SELECT 'r', CAST(id AS {text}), NULL, NULL, CAST(version AS {text}) FROM {rule_set}
+         WHERE status = '{in_force}'
+        UNION ALL
+        SELECT 'm', CAST(m.patient_id AS {text}), g.slug, NULL, NULL
+          FROM {member} m JOIN {group} g ON g.id = m.group_id WHERE m.patient_id IN ({p_ids})
+        UNION ALL
+        SELECT 'd', CAST(patient_id AS {text}), slug, NULL, NULL FROM {decline}
+         WHERE patient_id IN ({p_ids})
+        UNION ALL
+        SELECT 'v', CAST(r.delivery_id AS {text}), g.slug, NULL, NULL
+          FROM {request} r LEFT JOIN {links} l ON l.reviewrequest_id = r.id
+          LEFT JOIN {group} g ON g.id = l.medicalgroup_id
+         WHERE r.delivery_id IN ({d_ids}) AND r.kind = '{ReviewKind.BEFORE_DELIVERY.value}'
+           AND r.state = '{ReviewState.APPROVED.value}' AND r.ruleset_version = {active}
+        UNION ALL
+        SELECT 'a', CAST(a.patient_id AS {text}), a.template_slug, a.groups_key, g.slug
+          FROM {approval} a LEFT JOIN {group} g ON g.id = a.group_id
+         WHERE a.patient_id IN ({p_ids}) AND a.ruleset_version = {active} AND a.expires_at > %s
+    """  # noqa: S608
 
 
 def gate_enforce(delivery: Delivery, result: GateResult, *, actor: str, now: dt.datetime) -> bool:
