@@ -4,9 +4,11 @@ the caller read, so two concurrent moves cannot both win; the loser gets a 409."
 import datetime as dt
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from core import raw
+from core.bulk import DbFormat
 from core.errors import ApplicationError
 from nudges import lifecycle
 from nudges.models import Delivery, DeliveryState, DeliveryTransition, PushMessage, PushState
@@ -49,9 +51,16 @@ def delivery_move(
 def cancel_pending_pushes(delivery_ids: list[Any], *, now: dt.datetime) -> None:
     """A push is only for a nudge still waiting to reach the phone; once the patient has it
     (or it is gone) the pending push is moot."""
-    PushMessage.objects.filter(delivery_id__in=delivery_ids, state=PushState.PENDING).update(
-        state=PushState.CANCELLED, updated_at=now
+    if not delivery_ids:
+        return
+    db = DbFormat()
+    sql = (
+        f"UPDATE {raw.table(PushMessage)} SET state = %s, updated_at = %s "  # noqa: S608
+        f"WHERE delivery_id IN ({', '.join(['%s'] * len(delivery_ids))}) AND state = %s"
     )
+    params = [PushState.CANCELLED.value, db.datetime(now), *map(db.id, delivery_ids)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, PushState.PENDING.value])
 
 
 def push_enqueue(*, delivery: Delivery, now: dt.datetime) -> None:
