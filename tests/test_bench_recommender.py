@@ -27,7 +27,7 @@ from demo.benchmarks.recommender import (
     population_create,
     scratch_models,
 )
-from demo.benchmarks.serving import query_kind
+from demo.benchmarks.serving import load, query_kind
 from nudges.decision_log import from_records
 from nudges.models import Decision, Delivery, DeliveryState
 
@@ -100,6 +100,18 @@ def test_the_closed_loop_sends_each_token_once_and_counts_every_answer(server):
     assert figures["errors"] == {}
     assert seen == Counter({f"Token {t}": 1 for t in tokens})
     assert figures["throughput_rps"] == pytest.approx(60 / figures["seconds"], rel=0.02)
+
+
+def test_the_load_generator_runs_as_its_own_process_as_the_benchmarks_start_it(server):
+    port, seen = server()
+    tokens = [f"t{i}" for i in range(10)]
+    spec = {"port": port, "method": "POST", "path": "/x", "body": "{}", "clients": 2}
+
+    figures = load({**spec, "duration": 30.0}, tokens)
+
+    assert figures["sent"] == figures["answered"] == 10
+    assert figures["status"] == {"201": 10}
+    assert seen == Counter({f"Token {t}": 1 for t in tokens})
 
 
 def test_chunked_answers_and_closed_connections_are_read_to_the_end(server):

@@ -242,16 +242,6 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
     return {name: round(value * 1000, 2) for name, value in out.items()}
 
 
-def main(argv: Sequence[str]) -> None:
-    with open(argv[0]) as handle:
-        spec = Spec(**json.load(handle))
-    json.dump(run(spec), sys.stdout)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
-
-
 async def _exchange(connection: Connection, request: bytes, tally: Tally) -> bool:
     """Send one request and count its status; on a failure count the error, close the
     connection and return False."""
@@ -262,3 +252,13 @@ async def _exchange(connection: Connection, request: bytes, tally: Tally) -> boo
         connection.close()
         return False
     return True
+
+
+def main(argv: Sequence[str]) -> None:
+    with open(argv[0]) as handle:
+        spec = Spec(**json.load(handle))
+    json.dump(run(spec), sys.stdout)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

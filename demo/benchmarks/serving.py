@@ -262,11 +262,12 @@ def load(spec: dict[str, Any], tokens: list[str] | None) -> dict[str, Any]:
             [sys.executable, "-m", "demo.benchmarks.loadgen", handle.name],
             cwd=ROOT,
             capture_output=True,
-            check=True,
             timeout=600,
         )
     finally:
         os.unlink(handle.name)
+    if done.returncode != 0:
+        raise RuntimeError(f"the load generator failed:\n{done.stderr.decode()[-3000:]}")
     return json.loads(done.stdout)
 
 
