@@ -57,27 +57,20 @@ def gate_check(
     safety_lock_shared()  # before the reads: they must see a stop that committed meanwhile
     now = now or timezone.now()
     facts = _gate_facts(deliveries, now)
-    version = facts.version
     rules = _rules(facts.rule_set_id, now.astimezone(dt.UTC).date()) if facts.rule_set_id else None
     templates = _templates({d.template_id for d in deliveries})
-    groups, declined, approved, standing = (
-        facts.groups,
-        facts.declined,
-        facts.approved,
-        facts.standing,
-    )
     results = {}
     for delivery in deliveries:
         template = templates[delivery.template_id]
-        patient_groups = frozenset(groups[delivery.patient_id])
+        patient_groups = frozenset(facts.groups[delivery.patient_id])
         results[delivery.pk] = _judge(
             template,
             patient_groups,
             rules,
-            version,
-            declined=(delivery.patient_id, template.slug) in declined,
-            approved_groups=approved.get(delivery.pk, set()),
-            standing=standing.get(
+            facts.version,
+            declined=(delivery.patient_id, template.slug) in facts.declined,
+            approved_groups=facts.approved.get(delivery.pk, set()),
+            standing=facts.standing.get(
                 (delivery.patient_id, template.slug, groups_key(patient_groups)), set()
             ),
         )
