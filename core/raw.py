@@ -63,6 +63,11 @@ def instance(model: type[models.Model], values: Sequence[Any]) -> models.Model:
     return model.from_db(connection.alias, names, list(values))
 
 
+def marks(n: int) -> str:
+    """n parameter placeholders, comma-separated (for `IN (...)`)."""
+    return ", ".join(["%s"] * n)
+
+
 def table(model: type[models.Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 

@@ -4,6 +4,7 @@ import secrets
 
 from django.db import connection
 
+from core import raw
 from core.models import CacheStamp
 
 
@@ -20,7 +21,7 @@ def stamps_read(names: tuple[str, ...]) -> tuple[int, ...]:
     table = connection.ops.quote_name(CacheStamp._meta.db_table)
     with connection.cursor() as cursor:  # hand-written: read on every decision
         cursor.execute(
-            f"SELECT name, version FROM {table} WHERE name IN ({', '.join(['%s'] * len(names))})",  # noqa: S608
+            f"SELECT name, version FROM {table} WHERE name IN ({raw.marks(len(names))})",  # noqa: S608
             list(names),
         )
         found = dict(cursor.fetchall())

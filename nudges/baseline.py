@@ -54,12 +54,13 @@ def clip_rows(p: np.ndarray, valid: np.ndarray, *, floor: float, ceiling: float)
         order = np.argsort(~valid[rows], axis=1, kind="stable")[:, :width]
         q_valid = np.take_along_axis(q[rows], order, axis=1)
         mask = np.take_along_axis(valid[rows], order, axis=1)
+        lo_rows, hi_rows = lo[rows], hi[rows]
         solved = np.empty_like(q_valid)
         # In blocks of rows, so the (rows x breakpoints x entries) array stays small.
         for start in range(0, len(rows), SOLVE_BLOCK):
             block = slice(start, start + SOLVE_BLOCK)
             solved[block] = _solve_scale(
-                q_valid[block], mask[block], lo[rows][block], hi[rows][block]
+                q_valid[block], mask[block], lo_rows[block], hi_rows[block]
             )
         placed = np.zeros((len(rows), q.shape[1]))
         np.put_along_axis(placed, order, solved, axis=1)

@@ -50,7 +50,7 @@ _CURRENT_FIELDS = [*raw.fields_of(Delivery), *raw.fields_of(Template)]
 
 @functools.lru_cache(maxsize=4)
 def _current_query(states: int, vendor: str) -> str:
-    marks = ", ".join(["%s"] * states)
+    marks = raw.marks(states)
     return (
         f"SELECT {raw.columns(Delivery, 'd')}, {raw.columns(Template, 't')} "  # noqa: S608
         f"FROM {raw.table(Delivery)} d JOIN {raw.table(Template)} t ON t.id = d.template_id "
@@ -172,7 +172,7 @@ def _facts_query(n: int, vendor: str) -> str:
     approvals of the rule set in force, unexpired (a). Parameters: the patient ids five times,
     the rule set version and now. Cached per size and database vendor."""
     q = connection.ops.quote_name
-    ids = ", ".join(["%s"] * n)
+    ids = raw.marks(n)
 
     def table(model: Any) -> str:
         return q(model._meta.db_table)

@@ -152,7 +152,7 @@ def _deliver_ready(ids: list[Any], now: dt.datetime) -> set[Any]:
     stamp = db.datetime(now)
     sql = (
         f"UPDATE {raw.table(Delivery)} SET state = %s, delivered_at = %s, updated_at = %s "  # noqa: S608
-        f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND state = %s RETURNING id"
+        f"WHERE id IN ({raw.marks(len(ids))}) AND state = %s RETURNING id"
     )
     params = [DeliveryState.DELIVERED.value, stamp, stamp, *map(db.id, ids)]
     moved = raw.fetch(sql, [*params, DeliveryState.READY.value], [Delivery._meta.pk])

@@ -82,7 +82,7 @@ def _templates(ids: set[Any]) -> dict[Any, Template]:
     db, fields = DbFormat(), raw.fields_of(Template)
     sql = (
         f"SELECT {raw.columns(Template, 't')} FROM {raw.table(Template)} t "  # noqa: S608
-        f"WHERE t.id IN ({', '.join(['%s'] * len(ids))})"
+        f"WHERE t.id IN ({raw.marks(len(ids))})"
     )
     rows = raw.fetch(sql, [db.id(pk) for pk in ids], fields)
     return {template.pk: template for template in (raw.instance(Template, r) for r in rows)}
@@ -184,8 +184,8 @@ def _gate_query(patients: int, deliveries: int) -> str:
     def table(model: Any) -> str:
         return q(model._meta.db_table)
 
-    p_ids = ", ".join(["%s"] * patients)
-    d_ids = ", ".join(["%s"] * deliveries)
+    p_ids = raw.marks(patients)
+    d_ids = raw.marks(deliveries)
     rule_set, member, group = table(RuleSet), table(GroupMembership), table(MedicalGroup)
     decline, request = table(TemplateDecline), table(ReviewRequest)
     approval, links = table(StandingApproval), table(ReviewRequest.groups.through)

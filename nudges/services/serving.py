@@ -27,7 +27,7 @@ def recent_deliveries(patient_ids: Sequence[Any], *, since: dt.datetime) -> list
     sql = (
         "SELECT d.patient_id, t.slug, t.version, t.goal, t.category, d.created_at, d.state "  # noqa: S608
         f"FROM {raw.table(Delivery)} d JOIN {raw.table(Template)} t ON t.id = d.template_id "
-        f"WHERE d.patient_id IN ({', '.join(['%s'] * len(patient_ids))}) AND d.created_at >= %s"
+        f"WHERE d.patient_id IN ({raw.marks(len(patient_ids))}) AND d.created_at >= %s"
     )
     params = [*(db.id(pk) for pk in patient_ids), db.datetime(since)]
     return raw.fetch(sql, params, _HISTORY_FIELDS)

@@ -56,7 +56,7 @@ def cancel_pending_pushes(delivery_ids: list[Any], *, now: dt.datetime) -> None:
     db = DbFormat()
     sql = (
         f"UPDATE {raw.table(PushMessage)} SET state = %s, updated_at = %s "  # noqa: S608
-        f"WHERE delivery_id IN ({', '.join(['%s'] * len(delivery_ids))}) AND state = %s"
+        f"WHERE delivery_id IN ({raw.marks(len(delivery_ids))}) AND state = %s"
     )
     params = [PushState.CANCELLED.value, db.datetime(now), *map(db.id, delivery_ids)]
     with connection.cursor() as cursor:
