@@ -1,0 +1,2 @@
+"""Django's PostgreSQL backend with a health check that skips connections proven this second
+(see base.py)."""
