@@ -11,13 +11,6 @@ from privacy.models import PrivacyBudget
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-def test_the_service_binds_parameters_on_the_server_and_prepares_repeated_statements():
-    options = connection.settings_dict["OPTIONS"]
-    assert connection.settings_dict["ENGINE"] == "core.postgresql"
-    assert options["server_side_binding"] is True
-    assert options["prepare_threshold"] == 5
-
-
 def test_an_integer_beyond_32_bits_in_an_expression_reaches_postgresql_whole():
     budget = PrivacyBudget.objects.create(period="2031-01", cap_nanorho=2_000_000_000)
     over_the_cap = PrivacyBudget.objects.filter(
