@@ -1,5 +1,8 @@
 """Our PostgreSQL backend (core/postgresql): parameters bound on the server keep integers
-beyond 32 bits exact, and the health check skips only a connection proven in the last second."""
+beyond 32 bits exact, a statement with more parameters than the protocol carries still runs,
+and the health check skips only a connection proven in the last second."""
+
+import uuid
 
 import pytest
 from django.db import OperationalError, connection, connections
@@ -89,3 +92,10 @@ def test_a_request_that_did_not_use_the_connection_proves_nothing(own_connection
     own_connection.close_if_unusable_or_obsolete()
 
     assert own_connection.proven_at == before
+
+
+def test_a_statement_with_more_parameters_than_the_protocol_carries_still_runs():
+    budget = PrivacyBudget.objects.create(period="2031-03", cap_nanorho=2_000_000_000)
+    keys = [uuid.uuid4() for _ in range(backend.MAX_BOUND_PARAMETERS + 10)] + [budget.pk]
+    found = PrivacyBudget.objects.filter(pk__in=keys, period="2031-03")
+    assert list(found.values_list("pk", flat=True)) == [budget.pk]

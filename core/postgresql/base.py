@@ -14,6 +14,8 @@ wraps an integer compared with or added to an integer expression in psycopg's `I
 bits around silently: `F("cap") - 5_000_000_000` reached PostgreSQL as `cap - 705032704`,
 which let the privacy ledger's conditional debit pass a spend over the cap. Such values go
 as `Int8` here (or unwrapped past 64 bits), so PostgreSQL computes with them or refuses them.
+And the protocol carries at most 65,535 parameters per statement, which Django does not split
+for PostgreSQL: a statement with more is formatted on the client instead (ServerBindingCursor).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import time
 from typing import Any
 
 from django.db.backends.postgresql import base, operations
+from psycopg import ClientCursor
 from psycopg.types.numeric import Int2, Int4, Int8
 
 PROVEN_SECONDS = 1.0
+MAX_BOUND_PARAMETERS = 65535
 _BITS = {Int2: 16, Int4: 32, Int8: 64}
 
 
@@ -37,9 +41,27 @@ class DatabaseOperations(operations.DatabaseOperations):
         return Int8(adapted) if -(2**63) <= adapted < 2**63 else int(adapted)
 
 
+class ServerBindingCursor(base.ServerBindingCursor):
+    """Binds parameters on the server, except for a statement with more than the protocol's
+    16-bit count can carry (a long `pk__in=` list, a large `bulk_create`): that one is
+    formatted on the client, as Django's default cursor formats every statement, instead of
+    failing."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        if params is not None and len(params) > MAX_BOUND_PARAMETERS:
+            query, params = ClientCursor(self.connection).mogrify(query, params), None
+        return super().execute(query, params, **kwargs)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     ops_class = DatabaseOperations
     proven_at = float("-inf")
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params = super().get_connection_params()
+        if params.get("cursor_factory") is base.ServerBindingCursor:
+            params["cursor_factory"] = ServerBindingCursor
+        return params
 
     def close_if_health_check_failed(self) -> None:
         if (
