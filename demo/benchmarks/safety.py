@@ -281,12 +281,13 @@ def bench_safety_run(*, quick: bool = False) -> dict[str, Any]:
 
     target = 5_000 if quick else 100_000
     patients = 500 if quick else 2_000
+    days = 30  # two weeks gave too few measured health changes to train the effect model on
     scratch = _scratch()
-    # Two weeks of simulated history to train the first model on: the run then decides with
+    # A month of simulated history to train the first model on: the run then decides with
     # the agenda policy and its exploration, as the demo does.
-    demo_seed(patients=patients, seed=11, days=14, credentials_path=scratch / "c.json")
+    demo_seed(patients=patients, seed=11, days=days, credentials_path=scratch / "c.json")
     with override_settings(NUDGE_MODELS_DIR=scratch / "models", NUDGE_ARMS="treatment:100"):
-        trained = model_train(days=14, promote=False)
+        trained = model_train(days=days, promote=False)
         model_promote(version=trained.row.version)
         figures = run_decisions(target=target, seed=11)
     figures["model"] = f"{trained.row.version} (promoted for the run; arms treatment:100)"
