@@ -1,4 +1,5 @@
-"""Django's PostgreSQL backend, with one change to the health check.
+"""Django's PostgreSQL backend with three changes: a cheaper health check, integers kept
+whole, and statements with too many parameters still run.
 
 `CONN_HEALTH_CHECKS` makes Django send `SELECT 1` before a kept-alive connection's first
 query in each request: a round trip that cost the inbox about 15% of its CPU under load
@@ -8,7 +9,7 @@ before. So after PostgreSQL restarts, only a connection that served a request in
 before the restart can fail one request, and Django closes it afterwards (its error marks it
 unusable): the same as without the check, for that second only.
 
-And one fix for binding parameters on the server (config/settings.py turns it on): Django
+Binding parameters on the server (config/settings.py turns it on) needs two fixes. Django
 wraps an integer compared with or added to an integer expression in psycopg's `Int4` (for an
 `IntegerField` or a bare `Value(int)`), and psycopg's binary `Int4` wraps a value beyond 32
 bits around silently: `F("cap") - 5_000_000_000` reached PostgreSQL as `cap - 705032704`,
