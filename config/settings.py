@@ -126,20 +126,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # (docs/benchmarks.md). Behind PgBouncer in transaction mode, before 1.21, prepared
     # statements break: DATABASE_PREPARE_THRESHOLD=off turns both off.
     DATABASES["default"]["ENGINE"] = "core.postgresql"
-    _prepare = env_str("DATABASE_PREPARE_THRESHOLD", "5").strip().lower()
-    if _prepare != "off":
-        try:
-            _threshold = int(_prepare)
-        except ValueError:
-            _threshold = -1
-        if _threshold < 0:
-            raise ImproperlyConfigured(
-                f"DATABASE_PREPARE_THRESHOLD must be a whole number >= 0 or 'off', not {_prepare!r}"
-            )
+    if env_str("DATABASE_PREPARE_THRESHOLD", "5").strip().lower() != "off":
         DATABASES["default"]["OPTIONS"] = {
             **DATABASES["default"].get("OPTIONS", {}),
             "server_side_binding": True,
-            "prepare_threshold": _threshold,
+            "prepare_threshold": env_int("DATABASE_PREPARE_THRESHOLD", 5, minimum=0),
         }
 DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "") or None}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
