@@ -5,8 +5,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from nudges.models import Delivery, DeliveryState, DeliveryTransition
-from nudges.services.deliveries import delivery_move
+from nudges.models import Delivery, DeliveryState, DeliveryTransition, PushMessage, PushState
+from nudges.services.deliveries import deliveries_mark_delivered, delivery_move, push_enqueue
 from tests.factories import make_nudge, make_patient
 
 pytestmark = pytest.mark.django_db
@@ -79,6 +79,29 @@ def test_fetching_again_does_not_deliver_the_same_nudge_twice(patient_a, api_a):
     assert listed_ids(response) == [str(delivery.pk)]
     assert delivery.delivered_at == first_delivered_at
     assert DeliveryTransition.objects.filter(delivery=delivery, actor="inbox").count() == 1
+
+
+def test_a_fetch_delivers_only_what_is_still_ready_and_cancels_only_its_pushes(patient_a):
+    """Two ready nudges with pending pushes; one expires between the app's read and the
+    move. Only the other is delivered, logged and has its push cancelled."""
+    kept, gone = make_nudge(patient_a[0]), make_nudge(patient_a[0])
+    now = timezone.now()
+    for delivery in (kept, gone):
+        push_enqueue(delivery=delivery, now=now)
+    Delivery.objects.filter(pk=gone.pk).update(state=DeliveryState.EXPIRED)  # after the read
+
+    shown = deliveries_mark_delivered(deliveries=[kept, gone], actor="inbox")
+
+    assert {d.pk for d in shown} == {kept.pk, gone.pk}  # neither was stopped by the gate
+    states = dict(Delivery.objects.values_list("pk", "state"))
+    assert (states[kept.pk], states[gone.pk]) == (DeliveryState.DELIVERED, DeliveryState.EXPIRED)
+    assert (kept.state, gone.state) == (DeliveryState.DELIVERED, DeliveryState.READY)
+    pushes = dict(PushMessage.objects.values_list("delivery_id", "state"))
+    assert (pushes[kept.pk], pushes[gone.pk]) == (PushState.CANCELLED, PushState.PENDING)
+    fetched = DeliveryTransition.objects.filter(reason="fetched")
+    assert [(t.delivery_id, t.from_state, t.to_state, t.actor) for t in fetched] == [
+        (kept.pk, DeliveryState.READY, DeliveryState.DELIVERED, "inbox")
+    ]
 
 
 def test_nudges_are_listed_newest_first(patient_a, api_a):

@@ -748,6 +748,24 @@ def test_a_ready_nudge_whose_template_was_stopped_meanwhile_is_blocked_when_fetc
     ).exists()
 
 
+def test_a_stop_shows_at_the_gate_after_the_template_passed_it_before():
+    """The gate keeps a signed-off template's content in memory once it has judged it; its
+    status it reads every time. A nudge of a template that passed a minute ago is blocked
+    once the template is stopped."""
+    patient, token = make_patient(goals={"activity": 1.0})
+    template = active_template("jog-20")
+    first = make_delivery_row(patient, DeliveryState.READY, template=template)
+    assert str(first.pk) in inbox_ids(token)  # passed the gate: the template is now known
+    second = make_delivery_row(patient, DeliveryState.READY, template=template)
+    Template.objects.filter(pk=template.pk).update(status=TemplateStatus.STOPPED)
+
+    shown = inbox_ids(token)
+
+    second.refresh_from_db()
+    assert str(second.pk) not in shown
+    assert second.state == DeliveryState.BLOCKED
+
+
 def test_a_ready_nudge_whose_template_was_stopped_meanwhile_is_not_pushed():
     patient, _ = make_patient(goals={"activity": 1.0})
     delivery = ready_nudge(patient)

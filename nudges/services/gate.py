@@ -58,13 +58,14 @@ def gate_check(
     now = now or timezone.now()
     facts = _gate_facts(deliveries, now)
     rules = _rules(facts.rule_set_id, now.astimezone(dt.UTC).date()) if facts.rule_set_id else None
-    templates = _templates({d.template_id for d in deliveries})
+    templates = _template_facts(set(facts.status))
     results = {}
     for delivery in deliveries:
         template = templates[delivery.template_id]
         patient_groups = frozenset(facts.groups[delivery.patient_id])
         results[delivery.pk] = _judge(
             template,
+            facts.status[delivery.template_id],
             patient_groups,
             rules,
             facts.version,
@@ -77,19 +78,34 @@ def gate_check(
     return results
 
 
-def _templates(ids: set[Any]) -> dict[Any, Template]:
-    """The deliveries' templates as they are now (a stop shows at once), by a fixed query."""
-    db, fields = DbFormat(), raw.fields_of(Template)
-    sql = (
-        f"SELECT {raw.columns(Template, 't')} FROM {raw.table(Template)} t "  # noqa: S608
-        f"WHERE t.id IN ({raw.marks(len(ids))})"
-    )
-    rows = raw.fetch(sql, [db.id(pk) for pk in ids], fields)
-    return {template.pk: template for template in (raw.instance(Template, r) for r in rows)}
+# What the gate judges a template by, apart from its status: fixed once a version is signed
+# off (an edit is a new version), so kept by primary key. The status is read with the gate's
+# other facts every time, so a stop shows at once.
+_signed_templates: dict[Any, TemplateInfo] = {}
+
+
+def _template_facts(ids: set[Any]) -> dict[Any, TemplateInfo]:
+    """The facts of these templates: from memory for signed-off versions, the rest by one
+    fixed query."""
+    missing = [pk for pk in ids if pk not in _signed_templates]
+    found = {pk: _signed_templates[pk] for pk in ids if pk in _signed_templates}
+    if missing:
+        db, fields = DbFormat(), raw.fields_of(Template)
+        sql = (
+            f"SELECT {raw.columns(Template, 't')} FROM {raw.table(Template)} t "  # noqa: S608
+            f"WHERE t.id IN ({raw.marks(len(missing))})"
+        )
+        for row in raw.fetch(sql, [db.id(pk) for pk in missing], fields):
+            template = raw.instance(Template, row)
+            found[template.pk] = info = template_facts(template)
+            if template.status != TemplateStatus.PENDING:
+                _signed_templates[template.pk] = info
+    return found
 
 
 def _judge(
-    template: Template,
+    template: TemplateInfo,
+    status: str,
     groups: frozenset[str],
     rules: CompiledRules | None,
     version: int | None,
@@ -98,11 +114,11 @@ def _judge(
     approved_groups: set[str],
     standing: set[str],
 ) -> GateResult:
-    if template.status != TemplateStatus.ACTIVE:
+    if status != TemplateStatus.ACTIVE:
         return GateResult("block", "template_stopped", None, version)
     if declined:
         return GateResult("block", "declined_by_patient", None, version)
-    verdict = evaluate(groups=groups, template=template_facts(template), rules=rules)
+    verdict = evaluate(groups=groups, template=template, rules=rules)
     if verdict.action == Action.BLOCK:
         return GateResult("block", "rule_block", verdict, version)
     if verdict.action == Action.REVIEW:
@@ -140,21 +156,24 @@ class _GateFacts:
     declined: set[tuple[Any, str]]  # (patient, template slug)
     approved: dict[Any, set[str]]  # delivery -> groups whose clinicians approved it ("": any)
     standing: dict[tuple, set[str]]  # (patient, template slug, groups key) -> groups
+    status: dict[Any, str]  # template -> its status now
 
 
 def _gate_facts(deliveries: list[Delivery], now: dt.datetime) -> _GateFacts:
     """What the gate judges against, in one query (a consistent view): the active rule set,
     the patients' groups and declines, the approvals of these deliveries' review requests
-    under the active rule set (a request without groups counts as "", any group), and the
-    patients' standing approvals under it that have not expired."""
+    under the active rule set (a request without groups counts as "", any group), the
+    patients' standing approvals under it that have not expired, and the status of the
+    deliveries' templates."""
     db = DbFormat()
     patients = {d.patient_id for d in deliveries}
-    out = _GateFacts(None, None, {p: set() for p in patients}, set(), {}, {})
+    out = _GateFacts(None, None, {p: set() for p in patients}, set(), {}, {}, {})
     p_ids = [db.id(p) for p in patients]
     d_ids = [db.id(d.pk) for d in deliveries]
-    sql = _gate_query(len(p_ids), len(d_ids))
+    t_ids = [db.id(t) for t in {d.template_id for d in deliveries}]
+    sql = _gate_query(len(p_ids), len(d_ids), len(t_ids))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*p_ids, *p_ids, *d_ids, *p_ids, db.datetime(now)])
+        cursor.execute(sql, [*p_ids, *p_ids, *d_ids, *p_ids, db.datetime(now), *t_ids])
         rows = cursor.fetchall()
     # Every column is text; keys come back as the database writes a UUID as text.
     for kind, key, name, extra, more in rows:
@@ -167,18 +186,21 @@ def _gate_facts(deliveries: list[Delivery], now: dt.datetime) -> _GateFacts:
             out.declined.add((pk, name))
         elif kind == "v":
             out.approved.setdefault(pk, set()).add(name or "")
+        elif kind == "t":
+            out.status[pk] = name
         else:
             out.standing.setdefault((pk, name, extra), set()).add(more or "")
     return out
 
 
 @functools.lru_cache(maxsize=64)
-def _gate_query(patients: int, deliveries: int) -> str:
+def _gate_query(patients: int, deliveries: int, templates: int) -> str:
     """The gate's facts as one UNION of text columns (kind, key, name, extra, more): the
     active rule set (r: its id, -, -, its version), memberships (m: patient, group), declines
-    (d: patient, slug), approved review groups (v: delivery, group) and valid standing
-    approvals (a: patient, slug, groups key, group). Parameters: the patient ids twice, the
-    delivery ids, the patient ids, now. Cached per size."""
+    (d: patient, slug), approved review groups (v: delivery, group), valid standing
+    approvals (a: patient, slug, groups key, group) and template statuses (t: template,
+    status). Parameters: the patient ids twice, the delivery ids, the patient ids, now, the
+    template ids. Cached per size."""
     q = connection.ops.quote_name
 
     def table(model: Any) -> str:
@@ -186,9 +208,11 @@ def _gate_query(patients: int, deliveries: int) -> str:
 
     p_ids = raw.marks(patients)
     d_ids = raw.marks(deliveries)
+    t_ids = raw.marks(templates)
     rule_set, member, group = table(RuleSet), table(GroupMembership), table(MedicalGroup)
     decline, request = table(TemplateDecline), table(ReviewRequest)
     approval, links = table(StandingApproval), table(ReviewRequest.groups.through)
+    template = table(Template)
     text, in_force = "TEXT", RuleSetStatus.ACTIVE.value
     active = f"(SELECT version FROM {rule_set} WHERE status = '{in_force}')"  # noqa: S608
     # Names from the models' metadata and fixed choices; every value is a bound parameter.
@@ -211,6 +235,8 @@ def _gate_query(patients: int, deliveries: int) -> str:
         SELECT 'a', CAST(a.patient_id AS {text}), a.template_slug, a.groups_key, g.slug
           FROM {approval} a LEFT JOIN {group} g ON g.id = a.group_id
          WHERE a.patient_id IN ({p_ids}) AND a.ruleset_version = {active} AND a.expires_at > %s
+        UNION ALL
+        SELECT 't', CAST(id AS {text}), status, NULL, NULL FROM {template} WHERE id IN ({t_ids})
     """  # noqa: S608
 
 
