@@ -5,18 +5,21 @@ per-field cost."""
 
 from typing import Any
 
-from rest_framework import serializers
+from django.utils import timezone
 
 from nudges import lifecycle
 from nudges.models import Decision, Delivery
 from nudges.serializers import REASON_MESSAGES, STATE_MESSAGES
 from nudges.services.catalogue import template_text
 
-_datetime = serializers.DateTimeField()
-
 
 def _time(value: Any) -> str | None:
-    return None if value is None else _datetime.to_representation(value)
+    """As DRF's DateTimeField writes an aware datetime with the default ISO 8601 format: in
+    the current time zone, UTC as "Z"."""
+    if value is None:
+        return None
+    text = value.astimezone(timezone.get_current_timezone()).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def nudge_body(delivery: Delivery) -> dict[str, Any]:

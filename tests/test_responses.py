@@ -91,3 +91,23 @@ def test_the_inbox_query_reads_what_its_definition_says(patient_a, patient_b):
     for delivery, reference in zip(shown, expected, strict=True):
         assert _json(NudgeSerializer(delivery).data) == _json(NudgeSerializer(reference).data)
         assert delivery.template.title == reference.template.title
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/St_Johns"])
+def test_times_are_written_as_drf_writes_them_in_the_current_time_zone(zone):
+    from zoneinfo import ZoneInfo
+
+    from rest_framework import serializers
+
+    from nudges.responses import _time
+
+    drf = serializers.DateTimeField()
+    moments = [
+        dt.datetime(2026, 3, 29, 0, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 29, 1, 0, 0, 123456, tzinfo=dt.UTC),  # Paris moves its clocks
+        dt.datetime(2026, 7, 1, 12, 0, tzinfo=ZoneInfo("Asia/Kolkata")),
+    ]
+    with timezone.override(zone):
+        for moment in moments:
+            assert _time(moment) == drf.to_representation(moment)
+        assert _time(None) is None
