@@ -106,8 +106,8 @@ class Trigger(models.TextChoices):
 class DecisionPoint(BaseModel):
     """One moment at which the engine may nudge one patient; decided at most once."""
 
-    patient = models.ForeignKey(
-        "patients.Patient", on_delete=models.CASCADE, related_name="decision_points"
+    patient = models.ForeignKey(  # indexed by decision_point_unique, which leads with it
+        "patients.Patient", on_delete=models.CASCADE, related_name="decision_points", db_index=False
     )
     moment = models.DateTimeField()
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
@@ -132,8 +132,8 @@ class Decision(BaseModel):
     decision_point = models.OneToOneField(
         DecisionPoint, on_delete=models.CASCADE, related_name="decision"
     )
-    patient = models.ForeignKey(
-        "patients.Patient", on_delete=models.CASCADE, related_name="decisions"
+    patient = models.ForeignKey(  # indexed by (patient, created_at) below
+        "patients.Patient", on_delete=models.CASCADE, related_name="decisions", db_index=False
     )
     outcome = models.CharField(max_length=20, choices=Outcome.choices)
     reason = models.CharField(max_length=40)
@@ -169,8 +169,8 @@ class Delivery(BaseModel):
     nudges.lifecycle, which refuses illegal transitions."""
 
     decision = models.OneToOneField(Decision, on_delete=models.CASCADE, related_name="delivery")
-    patient = models.ForeignKey(
-        "patients.Patient", on_delete=models.CASCADE, related_name="deliveries"
+    patient = models.ForeignKey(  # indexed by (patient, state) below
+        "patients.Patient", on_delete=models.CASCADE, related_name="deliveries", db_index=False
     )
     template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="deliveries")
     state = models.CharField(
@@ -325,7 +325,9 @@ class EventKind(models.TextChoices):
 class Event(BaseModel):
     """A behaviour or health measurement from the app. client_id makes a resent batch a no-op."""
 
-    patient = models.ForeignKey("patients.Patient", on_delete=models.CASCADE, related_name="events")
+    patient = models.ForeignKey(  # indexed by event_unique_client_id, which leads with it
+        "patients.Patient", on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     client_id = models.CharField(max_length=64)
     kind = models.CharField(max_length=24, choices=EventKind.choices)
     value = models.FloatField()
