@@ -16,7 +16,8 @@ from core.errors import ApplicationError
 from core.locks import safety_lock_exclusive
 from nudges import lifecycle
 from nudges.models import Delivery, DeliveryState
-from nudges.services.gate import gate_check, gate_enforce, template_facts
+from nudges.services.catalogue import template_facts
+from nudges.services.gate import gate_check, gate_enforce
 from nudges.services.transitions import deliveries_block
 from safety.models import GroupMembership, RuleSet
 from safety.rules import Action, evaluate

@@ -13,8 +13,7 @@ from django.utils import timezone
 from core.errors import ApplicationError
 from core.models import CacheStamp
 from nudges.models import Template, TemplateStatus
-from nudges.services.catalogue import TEMPLATES_FILE
-from nudges.services.gate import template_facts
+from nudges.services.catalogue import TEMPLATES_FILE, template_facts
 from safety.models import MedicalGroup, Rule, RuleRevision, RuleSet, RuleSetStatus
 from safety.rules import Action, evaluate
 from safety.selectors import active_rule_set, compiled_rules, rule_specs

@@ -375,7 +375,7 @@ REACHED = [DeliveryState.DELIVERED, DeliveryState.OPENED, DeliveryState.DONE, De
 def _check_reached(seen: set[Any]) -> tuple[int, int]:
     """Deliveries that reached their patient since the last call, and how many of them the
     rules active now block or the template's stop forbids."""
-    from nudges.services.gate import template_facts
+    from nudges.services.catalogue import template_facts
     from safety.models import GroupMembership
     from safety.rules import Action
     from safety.selectors import active_rule_set, compiled_rules

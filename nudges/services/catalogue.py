@@ -5,6 +5,8 @@ the popularity table or the active rule set changes, or the day turns)."""
 import datetime as dt
 import json
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -198,33 +200,54 @@ def _build_snapshot(stamp: tuple) -> Snapshot:
 
 def _templates_in_use() -> list[TemplateInfo]:
     """The signed-off version of each template (at most one per slug), ordered by slug."""
-    return [
-        TemplateInfo(
-            id=t.id,
-            slug=t.slug,
-            version=t.version,
-            goal=t.goal,
-            category=t.category,
-            intensity=t.intensity,
-            tags=frozenset(t.tags),
-        )
-        for t in Template.objects.filter(status=TemplateStatus.ACTIVE).order_by("slug")
-    ]
+    active = Template.objects.filter(status=TemplateStatus.ACTIVE).order_by("slug")
+    return [template_facts(t) for t in active]
 
 
-_texts: dict[Any, tuple[str, str, str, str]] = {}
+def template_facts(template: Template) -> TemplateInfo:
+    """What decisions and the safety rules know of a template version."""
+    return TemplateInfo(
+        id=template.pk,
+        slug=template.slug,
+        version=template.version,
+        goal=template.goal,
+        category=template.category,
+        intensity=template.intensity,
+        tags=frozenset(template.tags),
+    )
+
+
+@dataclass(frozen=True)
+class SignedVersion:
+    """The fixed content of a signed-off template version (not its status, which a stop
+    changes)."""
+
+    facts: TemplateInfo
+    text: tuple[str, str, str, str]  # title, body, goal, category
+
+
+_versions: dict[Any, SignedVersion] = {}
+
+
+def signed_versions(ids: Iterable[Any]) -> dict[Any, SignedVersion]:
+    """These template versions, kept per process: a version that can reach a patient is
+    signed off, and a signed-off version never changes (an edit is a new version). Those not
+    kept yet are read in one query; one still pending is read each time, never kept."""
+    wanted = set(ids)
+    found = {pk: _versions[pk] for pk in wanted if pk in _versions}
+    missing = wanted - found.keys()
+    if missing:
+        if len(_versions) > 10_000:
+            _versions.clear()
+        for t in Template.objects.filter(pk__in=missing):
+            found[t.pk] = version = SignedVersion(
+                template_facts(t), (t.title, t.body, t.goal, t.category)
+            )
+            if t.status != TemplateStatus.PENDING:
+                _versions[t.pk] = version
+    return found
 
 
 def template_text(template_id: Any) -> tuple[str, str, str, str]:
-    """(title, body, goal, category) of a template version, kept per process: a version that
-    can reach a patient is signed off, and a signed-off version never changes (an edit is a
-    new version)."""
-    found = _texts.get(template_id)
-    if found is None:
-        found = Template.objects.values_list("title", "body", "goal", "category").get(
-            pk=template_id
-        )
-        if len(_texts) > 10_000:
-            _texts.clear()
-        _texts[template_id] = found
-    return found
+    """(title, body, goal, category) of a template version (see signed_versions)."""
+    return signed_versions([template_id])[template_id].text

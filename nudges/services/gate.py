@@ -28,6 +28,7 @@ from nudges.models import (
     TemplateDecline,
     TemplateStatus,
 )
+from nudges.services.catalogue import signed_versions
 from nudges.services.reviews import review_open
 from nudges.services.transitions import delivery_move
 from safety.models import GroupMembership, MedicalGroup, RuleSet, RuleSetStatus, StandingApproval
@@ -58,10 +59,10 @@ def gate_check(
     now = now or timezone.now()
     facts = _gate_facts(deliveries, now)
     rules = _rules(facts.rule_set_id, now.astimezone(dt.UTC).date()) if facts.rule_set_id else None
-    templates = _template_facts(set(facts.status))
+    versions = signed_versions(facts.status)  # the status itself is read fresh, in the facts
     results = {}
     for delivery in deliveries:
-        template = templates[delivery.template_id]
+        template = versions[delivery.template_id].facts
         patient_groups = frozenset(facts.groups[delivery.patient_id])
         results[delivery.pk] = _judge(
             template,
@@ -76,31 +77,6 @@ def gate_check(
             ),
         )
     return results
-
-
-# What the gate judges a template by, apart from its status: fixed once a version is signed
-# off (an edit is a new version), so kept by primary key. The status is read with the gate's
-# other facts every time, so a stop shows at once.
-_signed_templates: dict[Any, TemplateInfo] = {}
-
-
-def _template_facts(ids: set[Any]) -> dict[Any, TemplateInfo]:
-    """The facts of these templates: from memory for signed-off versions, the rest by one
-    fixed query."""
-    missing = [pk for pk in ids if pk not in _signed_templates]
-    found = {pk: _signed_templates[pk] for pk in ids if pk in _signed_templates}
-    if missing:
-        db, fields = DbFormat(), raw.fields_of(Template)
-        sql = (
-            f"SELECT {raw.columns(Template, 't')} FROM {raw.table(Template)} t "  # noqa: S608
-            f"WHERE t.id IN ({raw.marks(len(missing))})"
-        )
-        for row in raw.fetch(sql, [db.id(pk) for pk in missing], fields):
-            template = raw.instance(Template, row)
-            found[template.pk] = info = template_facts(template)
-            if template.status != TemplateStatus.PENDING:
-                _signed_templates[template.pk] = info
-    return found
 
 
 def _judge(
@@ -126,18 +102,6 @@ def _judge(
         if not covered:
             return GateResult("review", "rule_review", verdict, version)
     return GateResult("pass", "", verdict, version)
-
-
-def template_facts(template: Template) -> TemplateInfo:
-    return TemplateInfo(
-        id=template.pk,
-        slug=template.slug,
-        version=template.version,
-        goal=template.goal,
-        category=template.category,
-        intensity=template.intensity,
-        tags=frozenset(template.tags),
-    )
 
 
 @functools.lru_cache(maxsize=16)
