@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework.test import APIClient
@@ -30,6 +31,7 @@ from demo.benchmarks.recommender import (
 from demo.benchmarks.serving import load, query_kind
 from nudges.decision_log import from_records
 from nudges.models import Decision, Delivery, DeliveryState
+from nudges.services.gate import gate_check
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -248,6 +250,19 @@ def test_an_inbox_fetch_shows_the_seen_nudges_and_delivers_the_ready_one():
     assert len(body) == 3
     assert {n["state"] for n in body} == {DeliveryState.DELIVERED}
     assert Delivery.objects.filter(state=DeliveryState.READY).count() == 3
+
+
+@pytest.mark.django_db
+def test_the_inbox_benchmarks_ready_nudges_are_ones_the_safety_gate_lets_through():
+    population = population_create(40, seed=4, history=0, now=timezone.now())
+    inbox_rows(population, delivered=2, ready_share=1.0, now=timezone.now(), seed=2)
+    ready = list(Delivery.objects.filter(state=DeliveryState.READY))
+
+    with transaction.atomic():
+        results = gate_check(ready)
+
+    assert len(ready) > 30
+    assert {r.action for r in results.values()} == {"pass"}
 
 
 @pytest.mark.slow
