@@ -34,11 +34,22 @@ INTENSITIES = ("low", "moderate", "high")
 
 
 class TemplateFacts(Protocol):
-    key: str
-    tags: frozenset[str]
-    category: str
-    goal: str
-    intensity: str
+    """What the rules read of a template (read-only, so frozen dataclasses satisfy it)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def tags(self) -> frozenset[str]: ...
+
+    @property
+    def category(self) -> str: ...
+
+    @property
+    def goal(self) -> str: ...
+
+    @property
+    def intensity(self) -> str: ...
 
 
 @dataclass(frozen=True)

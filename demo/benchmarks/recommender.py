@@ -279,10 +279,10 @@ def _allowed_templates(patient_ids: list[str], now: dt.datetime) -> dict[str, li
     templates = list(Template.objects.filter(status="active").order_by("slug"))
     groups: dict[str, set[str]] = {patient: set() for patient in patient_ids}
     memberships = GroupMembership.objects.filter(patient_id__in=patient_ids)
-    for patient, slug in memberships.values_list("patient_id", "group__slug").iterator():
-        groups[patient.hex].add(slug)
+    for member, slug in memberships.values_list("patient_id", "group__slug").iterator():
+        groups[member.hex].add(slug)
     by_groups: dict[frozenset[str], list[tuple]] = {}
-    allowed = {}
+    allowed: dict[str, list[tuple]] = {}
     for patient in patient_ids:
         key = frozenset(groups[patient])
         if key not in by_groups:

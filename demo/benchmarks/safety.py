@@ -16,6 +16,7 @@ from django.utils import timezone
 from core.bulk import DbFormat, insert_rows
 from demo.benchmarks.timing import summary_ms, timed
 from demo.cohort import synthetic_cohort
+from demo.seeding import Progress
 from nudges import rows as columns
 from nudges.decide import Snapshot, TemplateInfo
 from nudges.models import (
@@ -275,6 +276,7 @@ def bench_safety_run(*, quick: bool = False) -> dict[str, Any]:
     moment it reached them. 100,000 decisions (5,000 with --quick)."""
     from django.test.utils import override_settings
 
+    from demo.progress import Bar
     from demo.seeding import demo_seed
     from nudges.services.registry import model_promote
     from nudges.services.training import model_train
@@ -285,11 +287,17 @@ def bench_safety_run(*, quick: bool = False) -> dict[str, Any]:
     scratch = _scratch()
     # A month of simulated history to train the first model on: the run then decides with
     # the agenda policy and its exploration, as the demo does.
-    demo_seed(patients=patients, seed=11, days=days, credentials_path=scratch / "c.json")
-    with override_settings(NUDGE_MODELS_DIR=scratch / "models", NUDGE_ARMS="treatment:100"):
-        trained = model_train(days=days, promote=False)
-        model_promote(version=trained.row.version)
-        figures = run_decisions(target=target, seed=11)
+    bar = Bar()
+    try:
+        demo_seed(
+            patients=patients, seed=11, days=days, credentials_path=scratch / "c.json", progress=bar
+        )
+        with override_settings(NUDGE_MODELS_DIR=scratch / "models", NUDGE_ARMS="treatment:100"):
+            trained = model_train(days=days, promote=False)
+            model_promote(version=trained.row.version)
+            figures = run_decisions(target=target, seed=11, progress=bar)
+    finally:
+        bar.close()
     figures["model"] = f"{trained.row.version} (promoted for the run; arms treatment:100)"
     return figures
 
@@ -301,7 +309,7 @@ def _scratch():  # type: ignore[no-untyped-def]
     return Path(tempfile.mkdtemp(prefix="bench-"))
 
 
-def run_decisions(*, target: int, seed: int) -> dict[str, Any]:
+def run_decisions(*, target: int, seed: int, progress: Progress | None = None) -> dict[str, Any]:
     """Decide at two slots a day for every patient until `target` decisions, moving time
     forward, with the delivery machinery running between slots; a rule change and an
     emergency stop land part-way. After every slot each nudge that newly reached a patient
@@ -325,6 +333,8 @@ def run_decisions(*, target: int, seed: int) -> dict[str, Any]:
     slots = max(1, target // len(patients))
     seen: set[Any] = set()
     counts = {"decisions": 0, "reached_patient": 0, "violations": 0, "blocked_in_receipts": 0}
+    progress = progress or Progress()
+    progress.start("Deciding, slot by slot", slots * len(patients))
     began = time.perf_counter()
     started_at = timezone.now()
     for slot in range(slots):
@@ -345,6 +355,7 @@ def run_decisions(*, target: int, seed: int) -> dict[str, Any]:
                 rng=np.random.default_rng([seed, slot, counts["decisions"]]),
             )
             counts["decisions"] += 1
+            progress.advance()
             counts["blocked_in_receipts"] += len(
                 decision.receipt.get("safety", {}).get("block", {})
             )

@@ -3,28 +3,10 @@
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
 
-from demo.seeding import Progress, demo_seed
+from demo.progress import Bar
+from demo.seeding import demo_seed
 from patients.models import Patient
-
-
-class _Bar(Progress):
-    def __init__(self) -> None:
-        self.bar: tqdm | None = None
-
-    def start(self, label: str, total: int) -> None:
-        self.close()
-        self.bar = tqdm(total=total, desc=label, unit="", leave=True, dynamic_ncols=True)
-
-    def advance(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 class Command(BaseCommand):
@@ -55,7 +37,7 @@ class Command(BaseCommand):
             raise CommandError(
                 "The database already has patients; seed_demo fills an empty database only."
             )
-        bar = _Bar()
+        bar = Bar()
         try:
             result = demo_seed(
                 patients=options["patients"],
