@@ -14,9 +14,10 @@ from nudges.idempotency import idempotent
 from nudges.permissions import IsPatient
 from nudges.responses import decision_body, nudge_body
 from nudges.selectors import current_nudges
-from nudges.services.decisions import decision_make
+from nudges.services.decisions import DecisionAsk
 from nudges.services.deliveries import deliveries_mark_delivered, delivery_feedback
 from nudges.services.events import events_record
+from nudges.services.live import decide_live
 from patients.services import patient_update_preferences
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -62,8 +63,8 @@ class DecisionView(PatientView):
     @idempotent
     def post(self, request: Request) -> Response:
         data = _parse(s.DecisionRequestSerializer, request)
-        decision, created = decision_make(
-            patient=self.patient, trigger=data["trigger"], context=data["context"]
+        decision, created = decide_live(
+            DecisionAsk(patient=self.patient, trigger=data["trigger"], context=data["context"])
         )
         return Response(
             decision_body(decision),

@@ -1,21 +1,26 @@
-"""The decision path for one decision point: load the facts, call the pure `decide`, persist
-the receipt and route a chosen nudge. Called by POST /api/v1/decisions/ and by scheduled
-slots."""
+"""The decision path for decision points asked for now: load the facts, call the pure
+`decide`, persist the receipts and route the chosen nudges, for one patient or several at
+once. Called by POST /api/v1/decisions/ (through nudges.services.live, which decides the
+requests a process has waiting together) and by scheduled slots."""
 
 import datetime as dt
 import functools
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core import raw
-from core.bulk import DbFormat, insert_objects
+from core.bulk import DbFormat, insert_new_rows, insert_objects
 from nudges import decide as core
+from nudges import rows as columns
 from nudges.availability import DeliveryLimits
 from nudges.experiments import arm_for, parse_arms
 from nudges.models import (
@@ -62,6 +67,17 @@ def decision_settings() -> core.Settings:
     )
 
 
+@dataclass(frozen=True)
+class DecisionAsk:
+    """One decision asked for: the patient, what triggered it, the app's context, and the
+    moment (the time of asking when None)."""
+
+    patient: Patient
+    trigger: str = Trigger.APP_OPEN
+    context: dict[str, Any] | None = None
+    moment: dt.datetime | None = None
+
+
 def decision_make(
     *,
     patient: Patient,
@@ -71,135 +87,217 @@ def decision_make(
     now: dt.datetime | None = None,
     rng: np.random.Generator | None = None,
 ) -> tuple[Decision, bool]:
-    """Decide once for (patient, moment). The moment is truncated to the minute, so a repeat
-    within the minute, a retried task or a concurrent duplicate gets the first decision back.
-    The patient's row is locked while deciding, so the daily cap and the repeat window hold
-    under concurrency; `now` defaults to the time the lock was taken, so a decision that waited
-    for another sees that one's nudge in its past. Returns (decision, created)."""
-    moment = (moment or now or timezone.now()).replace(second=0, microsecond=0)
-    try:
-        with transaction.atomic():
-            point = DecisionPoint(patient=patient, moment=moment, trigger=trigger)
-            insert_objects([point])
-            locked = _lock(patient)
-            now = now or timezone.now()
-            snapshot, recommender, problem = serving_state()
-            deliveries = recent_deliveries([locked.pk], since=now - dt.timedelta(days=HISTORY_DAYS))
-            [facts] = patients_facts(
-                [locked],
+    """Decide once for (patient, moment); see decisions_make. Returns (decision, created)."""
+    [made] = decisions_make([DecisionAsk(patient, trigger, context, moment)], now=now, rng=rng)
+    return made
+
+
+def decisions_make(
+    asks: Sequence[DecisionAsk],
+    *,
+    now: dt.datetime | None = None,
+    rng: np.random.Generator | None = None,
+) -> list[tuple[Decision, bool]]:
+    """Decide for each ask (one per patient) in one transaction. Each moment is truncated to
+    the minute, so a repeat within the minute, a retried task or a concurrent duplicate gets
+    the first decision back. The patients' rows are locked (in key order) before anything
+    else, so the daily cap and the repeat window hold under concurrency; `now` defaults to
+    the time the locks were taken, so a decision that waited for another sees that one's
+    nudge in its past. Returns (decision, created) for each ask, in order."""
+    if len({ask.patient.pk for ask in asks}) != len(asks):
+        raise ValueError("one ask per patient")
+    asked_at = timezone.now()
+    moments = [(ask.moment or now or asked_at).replace(second=0, microsecond=0) for ask in asks]
+    with transaction.atomic():
+        locked = _lock([ask.patient.pk for ask in asks])
+        points = _claim(asks, moments, locked)
+        now = now or timezone.now()
+        made: list[tuple[Decision, bool] | None] = [None] * len(asks)
+        new = [i for i, ask in enumerate(asks) if ask.patient.pk in points]
+        if new:
+            decisions = _decide(
+                [asks[i] for i in new],
+                [locked[asks[i].patient.pk] for i in new],
+                [points[asks[i].patient.pk] for i in new],
                 now=now,
-                ruleset_version=snapshot.ruleset_version,
-                deliveries=deliveries,
-                arms=[arm_of(locked)],
-            )
-            inputs = None
-            if recommender is not None:
-                inputs = model_inputs(
-                    patients=[locked],
-                    facts=[facts],
-                    deliveries=deliveries,
-                    snapshot=snapshot,
-                    schema=recommender.bundle.schema,
-                    now=now,
-                    triggers=[trigger],
-                )
-            [outcome] = core.decide(
-                [facts],
-                snapshot,
-                now=now,
-                trigger=trigger,
-                settings=decision_settings(),
                 rng=rng or np.random.default_rng(secrets.randbits(64)),
-                context=[context or {}],
-                recommender=recommender,
-                inputs=inputs,
-                model_problem=problem,
             )
-            return _persist(point, locked, facts, outcome, snapshot, now), True
-    except IntegrityError:
-        existing = (
-            Decision.objects.select_related("template", "delivery", "decision_point")
-            .filter(decision_point__patient=patient, decision_point__moment=moment)
-            .first()
-        )
-        if existing is None:
-            raise
-        return existing, False
+            for i, decision in zip(new, decisions, strict=True):
+                made[i] = (decision, True)
+        old = [i for i, ask in enumerate(asks) if ask.patient.pk not in points]
+        if old:
+            existing = _existing([(asks[i].patient.pk, moments[i]) for i in old])
+            for i in old:
+                decision = existing.get((asks[i].patient.pk, moments[i]))
+                if decision is None:
+                    raise LookupError("a decision point without its decision")
+                made[i] = (decision, False)
+    return cast(list[tuple[Decision, bool]], made)
 
 
-def _lock(patient: Patient) -> Patient:
-    """The patient's row, read again under a row lock held until the transaction ends (on
-    SQLite the transaction's write lock, taken by the decision point's insert, serialises
-    decisions instead)."""
+def _lock(patient_ids: list[Any]) -> dict[Any, Patient]:
+    """The patients' rows, read again under row locks held until the transaction ends, taken
+    in key order so that two transactions locking overlapping sets cannot deadlock (on
+    SQLite the transaction's write lock, taken when it begins, serialises decisions
+    instead)."""
+    db = DbFormat()
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    sql = f"SELECT {raw.columns(Patient, 'p')} FROM {raw.table(Patient)} p WHERE p.id = %s"  # noqa: S608
-    [values] = raw.fetch(sql + lock, [DbFormat().id(patient.pk)], raw.fields_of(Patient))
-    locked = cast(Patient, raw.instance(Patient, values))
-    return locked
+    sql = (
+        f"SELECT {raw.columns(Patient, 'p')} FROM {raw.table(Patient)} p "  # noqa: S608
+        f"WHERE p.id IN ({raw.marks(len(patient_ids))}) ORDER BY p.id{lock}"
+    )
+    rows = raw.fetch(sql, [db.id(pk) for pk in patient_ids], raw.fields_of(Patient))
+    found = {patient.pk: patient for patient in map(_patient, rows)}
+    if len(found) != len(patient_ids):
+        raise Patient.DoesNotExist("a patient to decide for no longer exists")
+    return found
+
+
+def _patient(values: Sequence[Any]) -> Patient:
+    return cast(Patient, raw.instance(Patient, values))
+
+
+def _claim(
+    asks: Sequence[DecisionAsk], moments: list[dt.datetime], locked: dict[Any, Patient]
+) -> dict[Any, DecisionPoint]:
+    """Insert the decision points not taken yet; patient -> the point inserted now."""
+    db = DbFormat()
+    stamp = timezone.now()
+    ids = db.new_ids(len(asks), stamp)
+    rows = [
+        (ids[i], db.datetime(stamp), db.datetime(stamp), db.id(ask.patient.pk))
+        + (db.datetime(moments[i]), str(ask.trigger))
+        for i, ask in enumerate(asks)
+    ]
+    claimed = dict(
+        insert_new_rows(
+            DecisionPoint, list(columns.POINT_COLUMNS), rows, returning=["patient", "id"]
+        )
+    )
+    points = {}
+    for i, ask in enumerate(asks):
+        pk = ask.patient.pk
+        if pk in claimed:
+            point = DecisionPoint(
+                id=claimed[pk],
+                created_at=stamp,
+                updated_at=stamp,
+                patient=locked[pk],
+                moment=moments[i],
+                trigger=ask.trigger,
+            )
+            point._state.adding = False  # inserted above
+            points[pk] = point
+    return points
+
+
+def _existing(keys: list[tuple[Any, dt.datetime]]) -> dict[tuple[Any, dt.datetime], Decision]:
+    """The decisions already made for these (patient, moment) points."""
+    wanted = Q()
+    for patient, moment in keys:
+        wanted |= Q(decision_point__patient=patient, decision_point__moment=moment)
+    found = Decision.objects.select_related("template", "delivery", "decision_point").filter(wanted)
+    return {(d.decision_point.patient_id, d.decision_point.moment): d for d in found}
+
+
+def _decide(
+    asks: list[DecisionAsk],
+    patients: list[Patient],
+    points: list[DecisionPoint],
+    *,
+    now: dt.datetime,
+    rng: np.random.Generator,
+) -> list[Decision]:
+    """Load the facts, call the pure `decide` once for all, persist the receipts and route
+    the chosen nudges."""
+    snapshot, recommender, problem = serving_state()
+    pks = [patient.pk for patient in patients]
+    deliveries = recent_deliveries(pks, since=now - dt.timedelta(days=HISTORY_DAYS))
+    facts = patients_facts(
+        patients,
+        now=now,
+        ruleset_version=snapshot.ruleset_version,
+        deliveries=deliveries,
+        arms=[arm_of(patient) for patient in patients],
+    )
+    triggers = [str(ask.trigger) for ask in asks]
+    inputs = None
+    if recommender is not None:
+        inputs = model_inputs(
+            patients=patients,
+            facts=facts,
+            deliveries=deliveries,
+            snapshot=snapshot,
+            schema=recommender.bundle.schema,
+            now=now,
+            triggers=triggers,
+        )
+    outcomes = core.decide(
+        facts,
+        snapshot,
+        now=now,
+        trigger=triggers,
+        settings=decision_settings(),
+        rng=rng,
+        context=[ask.context or {} for ask in asks],
+        recommender=recommender,
+        inputs=inputs,
+        model_problem=problem,
+    )
+    return _persist(points, patients, facts, outcomes, snapshot, now)
 
 
 def _persist(
-    point: DecisionPoint,
-    patient: Patient,
-    facts: core.PatientFacts,
-    outcome: core.Outcome,
+    points: list[DecisionPoint],
+    patients: list[Patient],
+    facts: list[core.PatientFacts],
+    outcomes: list[core.Outcome],
     snapshot: core.Snapshot,
     now: dt.datetime,
-) -> Decision:
-    template = outcome.template
-    decision = Decision(
-        created_at=now,
-        decision_point=point,
-        patient=patient,
-        outcome=outcome.outcome,
-        reason=outcome.reason,
-        policy_name=outcome.policy[0],
-        policy_version=outcome.policy[1],
-        arm=outcome.arm,
-        model_version=outcome.model_version,
-        template_id=template.id if template else None,
-        template_version=template.version if template else None,
-        propensity=outcome.propensity,
-        receipt=outcome.receipt,
-    )
-    insert_objects([decision])
-    if template is not None:
-        _route(decision, patient, facts, outcome, snapshot, now)
-    return decision
-
-
-def _route(
-    decision: Decision,
-    patient: Patient,
-    facts: core.PatientFacts,
-    outcome: core.Outcome,
-    snapshot: core.Snapshot,
-    now: dt.datetime,
-) -> Delivery:
-    """Create the delivery as core.route says (review, held or ready), its first transition,
-    and its review request or push. Every later move towards the patient passes the safety
-    gate again."""
-    plan = core.route(
-        outcome, facts, now=now, expiry=dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
-    )
-    assert outcome.template is not None and outcome.verdict is not None
-    delivery = Delivery(
-        created_at=now,
-        decision=decision,
-        patient=patient,
-        template_id=outcome.template.id,
-        state=plan.state,
-        why=plan.why,
-        note=plan.note,
-        ruleset_version=snapshot.ruleset_version,
-        safety_action=plan.safety_action,
-        safety_rules=plan.safety_rules,
-        due_at=plan.due_at,
-        expires_at=review_deadline(now) if plan.review else plan.expires_at,
-    )
-    insert_objects([delivery])
-    insert_objects(
-        [
+) -> list[Decision]:
+    """The receipts; for each chosen nudge its delivery as core.route says (review, held or
+    ready), its first transition, and its review request or push. Every later move towards
+    the patient passes the safety gate again. One statement per table."""
+    expiry = dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
+    decisions, deliveries, transitions, pushes, reviews = [], [], [], [], []
+    for point, patient, fact, outcome in zip(points, patients, facts, outcomes, strict=True):
+        template = outcome.template
+        decision = Decision(
+            created_at=now,
+            decision_point=point,
+            patient=patient,
+            outcome=outcome.outcome,
+            reason=outcome.reason,
+            policy_name=outcome.policy[0],
+            policy_version=outcome.policy[1],
+            arm=outcome.arm,
+            model_version=outcome.model_version,
+            template_id=template.id if template else None,
+            template_version=template.version if template else None,
+            propensity=outcome.propensity,
+            receipt=outcome.receipt,
+        )
+        decisions.append(decision)
+        if template is None:
+            continue
+        assert outcome.verdict is not None
+        plan = core.route(outcome, fact, now=now, expiry=expiry)
+        delivery = Delivery(
+            created_at=now,
+            decision=decision,
+            patient=patient,
+            template_id=template.id,
+            state=plan.state,
+            why=plan.why,
+            note=plan.note,
+            ruleset_version=snapshot.ruleset_version,
+            safety_action=plan.safety_action,
+            safety_rules=plan.safety_rules,
+            due_at=plan.due_at,
+            expires_at=review_deadline(now) if plan.review else plan.expires_at,
+        )
+        deliveries.append(delivery)
+        transitions.append(
             DeliveryTransition(
                 created_at=now,
                 delivery=delivery,
@@ -208,12 +306,15 @@ def _route(
                 actor="engine",
                 reason=plan.transition_reason,
             )
-        ]
-    )
-    if plan.review:
-        reviews_open_many(
-            items=[(delivery.pk, patient.pk, outcome.verdict)], snapshot=snapshot, now=now
         )
-    elif plan.push:
-        insert_objects([PushMessage(created_at=now, delivery=delivery, next_attempt_at=now)])
-    return delivery
+        if plan.review:
+            reviews.append((delivery.pk, patient.pk, outcome.verdict))
+        elif plan.push:
+            pushes.append(PushMessage(created_at=now, delivery=delivery, next_attempt_at=now))
+    insert_objects(decisions)
+    insert_objects(deliveries)
+    insert_objects(transitions)
+    insert_objects(pushes)
+    if reviews:
+        reviews_open_many(items=reviews, snapshot=snapshot, now=now)
+    return decisions
