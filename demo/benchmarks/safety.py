@@ -336,7 +336,6 @@ def run_decisions(*, target: int, seed: int, progress: Progress | None = None) -
     progress = progress or Progress()
     progress.start("Deciding, slot by slot", slots * len(patients))
     began = time.perf_counter()
-    started_at = timezone.now()
     for slot in range(slots):
         moment = start + dt.timedelta(hours=12 * slot)
         if slot == slots // 3:
@@ -372,7 +371,7 @@ def run_decisions(*, target: int, seed: int, progress: Progress | None = None) -
     counts["seconds"] = round(elapsed, 1)
     counts["decisions_per_second"] = round(counts["decisions"] / elapsed, 1)
     counts["policies"] = dict(
-        Decision.objects.filter(created_at__gte=started_at)
+        Decision.objects.filter(created_at__gte=start, decision_point__trigger="slot")
         .values_list("policy_name")
         .annotate(n=Count("pk"))
         .values_list("policy_name", "n")

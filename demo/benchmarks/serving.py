@@ -42,6 +42,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from config import gunicorn as served_shape
 from demo.benchmarks.recommender import (
     ROOT,
     Population,
@@ -59,10 +60,10 @@ from demo.benchmarks.timing import summary_ms
 from nudges.models import Decision
 from nudges.recommender import ModelBundle
 
-# gthread keeps connections alive. For two cores: three processes (one more than the cores, as
-# a request also waits for PostgreSQL) of four threads; the environment may try others.
-WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "3"))
-WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "4"))
+# The served shape: config/gunicorn.py's (what make run, the image and compose serve), unless
+# BENCH_WEB_WORKERS / BENCH_WEB_THREADS say otherwise.
+WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", str(served_shape.workers)))
+WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", str(served_shape.threads)))
 CLIENTS = 16
 DECISION_BODY = json.dumps({"trigger": "app_open", "context": {"screen": "home"}})
 
@@ -96,6 +97,7 @@ def bench_decision(*, quick: bool = False) -> dict[str, Any]:
         tokens = tokens[scale.profile + 5 :]
         env = _bare_env(subprocess_env(models_dir=models_dir), models_dir, model, features, scratch)
         request = {"method": "POST", "path": "/api/v1/decisions/", "body": DECISION_BODY}
+        served_from = timezone.now()
         ours = measure("config.wsgi:application", env, request, tokens, scale)
         bare_request = {**request, "path": "/predict"}
         bare = measure("demo.benchmarks.bare:application", env, bare_request, None, scale)
@@ -107,6 +109,7 @@ def bench_decision(*, quick: bool = False) -> dict[str, Any]:
             "bare_predict_rows": len(features),
             "by_policy": policy_counts(created_at__gte=started, decision_point__trigger="app_open"),
             "by_outcome": _outcomes(started),
+            "decided_together": _rounds(served_from),  # both loops, over HTTP
             "where_time_goes": profile,
             "target": "max >= 400 rps at 16 clients; p99 <= 30 ms at half load",
         }
@@ -198,6 +201,21 @@ def _summary(ours: dict, bare: dict[str, dict]) -> dict[str, Any]:
 def _outcomes(since: dt.datetime) -> dict[str, int]:
     rows = Decision.objects.filter(created_at__gte=since, decision_point__trigger="app_open")
     return dict(rows.values_list("outcome").annotate(n=Count("id")))
+
+
+def _rounds(since: dt.datetime) -> dict[str, Any]:
+    """How many requests each decision round took (nudges.services.live): the decisions of
+    one round share their `now`, so their creation time, to the microsecond."""
+    rows = Decision.objects.filter(created_at__gte=since, decision_point__trigger="app_open")
+    sizes = Counter(n for _, n in rows.values_list("created_at").annotate(n=Count("id")))
+    rounds = sum(sizes.values())
+    return {
+        "rounds": rounds,
+        "mean_requests_per_round": round(sum(k * v for k, v in sizes.items()) / rounds, 2)
+        if rounds
+        else None,
+        "rounds_by_size": dict(sorted(sizes.items())),
+    }
 
 
 # Serving over HTTP ------------------------------------------------------------------------------
