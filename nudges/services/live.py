@@ -7,8 +7,10 @@ A request that arrives when nothing runs is decided at once, alone: no request w
 company, and at low load nothing changes.
 
 The thread whose request starts a round leads it, on its own database connection, and hands
-the lead to the oldest waiting request when it is done. A round that fails is decided again
-one request at a time, so an error reaches only the request that caused it."""
+the lead to the oldest waiting request when it is done. When a round of several fails, each
+of its requests is decided again alone, by its own thread on its own database connection, so
+an error reaches only the request that caused it (and a broken connection only its own
+thread's)."""
 
 import threading
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ class _Waiting:
     ask: DecisionAsk
     done: threading.Event = field(default_factory=threading.Event)
     lead: bool = False  # handed the lead: decide the next round
+    alone: bool = False  # its round failed: decide it alone
     result: tuple[Decision, bool] | None = None
     error: BaseException | None = None
 
@@ -50,6 +53,9 @@ class DecisionRounds:
             leading = mine.lead
         if leading:
             self._lead()
+        if mine.alone:
+            [made] = decisions_make([ask])
+            return made
         if mine.error is not None:
             raise mine.error
         assert mine.result is not None
@@ -81,7 +87,7 @@ class DecisionRounds:
                 else:
                     self._running = False
             for waiting in round_:
-                if waiting.result is None and waiting.error is None:
+                if waiting.result is None and waiting.error is None and not waiting.alone:
                     waiting.error = RuntimeError("the decision round did not finish")
                 waiting.lead = False
                 waiting.done.set()
@@ -93,12 +99,9 @@ class DecisionRounds:
         except Exception as error:
             if len(round_) == 1:
                 round_[0].error = error
-                return
-            for waiting in round_:  # again, alone: the error reaches only its own request
-                try:
-                    [waiting.result] = decisions_make([waiting.ask])
-                except Exception as own:
-                    waiting.error = own
+            else:  # each again alone, by its own thread: an error reaches only its request
+                for waiting in round_:
+                    waiting.alone = True
             return
         for waiting, result in zip(round_, made, strict=True):
             waiting.result = result
