@@ -42,12 +42,13 @@ def test_several_patients_are_decided_in_one_call_each_once_and_in_order():
 
 
 @pytest.mark.django_db
-def test_two_asks_for_one_patient_in_one_call_are_refused():
+def test_two_asks_for_one_patient_in_one_call_are_refused_and_none_decide_nothing():
     patient, _ = make_patient()
 
     with pytest.raises(ValueError, match="one ask per patient"):
         decisions_make([DecisionAsk(patient), DecisionAsk(patient)])
 
+    assert decisions_make([]) == []
     assert not DecisionPoint.objects.exists()
 
 

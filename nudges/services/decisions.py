@@ -104,6 +104,8 @@ def decisions_make(
     else, so the daily cap and the repeat window hold under concurrency; `now` defaults to
     the time the locks were taken, so a decision that waited for another sees that one's
     nudge in its past. Returns (decision, created) for each ask, in order."""
+    if not asks:
+        return []
     if len({ask.patient.pk for ask in asks}) != len(asks):
         raise ValueError("one ask per patient")
     asked_at = timezone.now()
