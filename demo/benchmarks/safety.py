@@ -329,7 +329,9 @@ def run_decisions(*, target: int, seed: int, progress: Progress | None = None) -
 
     rng = np.random.default_rng(seed)
     patients = list(Patient.objects.order_by("pk"))
-    start = timezone.now().replace(second=0, microsecond=0)
+    # From the next minute: a decision made earlier this minute (the seeding's sample) would
+    # otherwise be returned for its patient's first slot instead of a new one.
+    start = (timezone.now() + dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
     slots = max(1, target // len(patients))
     seen: set[Any] = set()
     counts = {"decisions": 0, "reached_patient": 0, "violations": 0, "blocked_in_receipts": 0}
