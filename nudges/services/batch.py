@@ -30,11 +30,8 @@ from nudges.models import (
     PushMessage,
     Trigger,
 )
-from nudges.selectors import patients_facts
-from nudges.services.decisions import arm_of, decision_settings
-from nudges.services.registry import serving_state
+from nudges.services.decisions import outcomes_for
 from nudges.services.reviews import review_deadline, reviews_open_many
-from nudges.services.serving import HISTORY_DAYS, model_inputs, recent_deliveries
 from patients.models import Patient
 
 # Patients per chunk (one Celery task). Each chunk decides its patients' time zones one at a
@@ -108,38 +105,8 @@ def _decide_zone(patients: list[Patient], moment: dt.datetime, rng: np.random.Ge
     if not mine:
         return 0
     now = moment
-    snapshot, recommender, problem = serving_state()
-    deliveries = recent_deliveries(
-        [p.pk for p in mine], since=now - dt.timedelta(days=HISTORY_DAYS)
-    )
-    facts = patients_facts(
-        mine,
-        now=now,
-        ruleset_version=snapshot.ruleset_version,
-        deliveries=deliveries,
-        arms=[arm_of(p) for p in mine],
-    )
-    inputs = None
-    if recommender is not None:
-        inputs = model_inputs(
-            patients=mine,
-            facts=facts,
-            deliveries=deliveries,
-            snapshot=snapshot,
-            schema=recommender.bundle.schema,
-            now=now,
-            triggers=[Trigger.SLOT.value] * len(mine),
-        )
-    outcomes = core.decide(
-        facts,
-        snapshot,
-        now=now,
-        trigger=Trigger.SLOT.value,
-        settings=decision_settings(),
-        rng=rng,
-        recommender=recommender,
-        inputs=inputs,
-        model_problem=problem,
+    snapshot, facts, outcomes = outcomes_for(
+        mine, now=now, triggers=[Trigger.SLOT.value] * len(mine), contexts=None, rng=rng
     )
     _persist(mine, facts, outcomes, [claimed[p.pk] for p in mine], snapshot, now)
     return len(mine)

@@ -166,9 +166,9 @@ def _claim(
     db = DbFormat()
     stamp = timezone.now()
     ids = db.new_ids(len(asks), stamp)
+    at = db.datetime(stamp)
     rows = [
-        (ids[i], db.datetime(stamp), db.datetime(stamp), db.id(ask.patient.pk))
-        + (db.datetime(moments[i]), str(ask.trigger))
+        (ids[i], at, at, db.id(ask.patient.pk), db.datetime(moments[i]), str(ask.trigger))
         for i, ask in enumerate(asks)
     ]
     claimed = dict(
@@ -210,8 +210,28 @@ def _decide(
     now: dt.datetime,
     rng: np.random.Generator,
 ) -> list[Decision]:
-    """Load the facts, call the pure `decide` once for all, persist the receipts and route
-    the chosen nudges."""
+    """Decide for the locked patients, persist the receipts and route the chosen nudges."""
+    snapshot, facts, outcomes = outcomes_for(
+        patients,
+        now=now,
+        triggers=[str(ask.trigger) for ask in asks],
+        contexts=[ask.context or {} for ask in asks],
+        rng=rng,
+    )
+    return _persist(points, patients, facts, outcomes, snapshot, now)
+
+
+def outcomes_for(
+    patients: list[Patient],
+    *,
+    now: dt.datetime,
+    triggers: list[str],
+    contexts: list[dict[str, Any]] | None,
+    rng: np.random.Generator,
+) -> tuple[core.Snapshot, list[core.PatientFacts], list[core.Outcome]]:
+    """Load what deciding needs for these patients (the serving state, their recent
+    deliveries, their facts, the model's inputs) and call the pure `decide` once for all of
+    them; live decisions and batch chunks both decide through here. Writes nothing."""
     snapshot, recommender, problem = serving_state()
     pks = [patient.pk for patient in patients]
     deliveries = recent_deliveries(pks, since=now - dt.timedelta(days=HISTORY_DAYS))
@@ -222,7 +242,6 @@ def _decide(
         deliveries=deliveries,
         arms=[arm_of(patient) for patient in patients],
     )
-    triggers = [str(ask.trigger) for ask in asks]
     inputs = None
     if recommender is not None:
         inputs = model_inputs(
@@ -241,12 +260,12 @@ def _decide(
         trigger=triggers,
         settings=decision_settings(),
         rng=rng,
-        context=[ask.context or {} for ask in asks],
+        context=contexts,
         recommender=recommender,
         inputs=inputs,
         model_problem=problem,
     )
-    return _persist(points, patients, facts, outcomes, snapshot, now)
+    return snapshot, facts, outcomes
 
 
 def _persist(
