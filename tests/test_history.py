@@ -1,5 +1,6 @@
 """nudges.history: the decayed sums and last-event times agree with a brute-force reading of
-their definition on every path (few events, many at one moment, many at mixed moments)."""
+their definition on every path (queries at one moment, few at mixed moments, many at mixed
+moments)."""
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ def _brute(event_key, event_time, event_weight, query_key, query_time, tau):  # 
 
 @pytest.mark.parametrize(
     ("events", "queries", "same_moment"),
-    [(30, 40, True), (800, 600, True), (800, 600, False)],  # small; one moment; mixed moments
+    # one moment (few and many: the grouped sum); mixed moments (few: the direct comparison;
+    # many: the sorted scan)
+    [(30, 40, True), (800, 600, True), (30, 40, False), (800, 600, False), (0, 40, True)],
 )
 def test_sums_and_last_times_match_the_definition(events, queries, same_moment):
     rng = np.random.default_rng(events + queries + same_moment)
@@ -41,7 +44,7 @@ def test_sums_and_last_times_match_the_definition(events, queries, same_moment):
 
 
 def test_an_event_at_the_moment_of_the_query_does_not_count():
-    many = 1000  # past the direct comparison's size, on the one-moment path
+    many = 1000
     total = H.decayed_sums(
         event_key=np.zeros(many, dtype=np.int64),
         event_time=np.full(many, 10.0),
