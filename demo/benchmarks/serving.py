@@ -64,6 +64,7 @@ from nudges.recommender import ModelBundle
 # BENCH_WEB_WORKERS / BENCH_WEB_THREADS say otherwise.
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", str(served_shape.workers)))
 WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", str(served_shape.threads)))
+WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", served_shape.worker_class)
 CLIENTS = 16
 DECISION_BODY = json.dumps({"trigger": "app_open", "context": {"screen": "home"}})
 
@@ -97,8 +98,8 @@ def bench_decision(*, quick: bool = False) -> dict[str, Any]:
         tokens = tokens[scale.profile + 5 :]
         env = _bare_env(subprocess_env(models_dir=models_dir), models_dir, model, features, scratch)
         request = {"method": "POST", "path": "/api/v1/decisions/", "body": DECISION_BODY}
-        served_from = timezone.now()
-        ours = measure("config.wsgi:application", env, request, tokens, scale)
+        windows: dict[str, tuple[dt.datetime, dt.datetime]] = {}
+        ours = measure("config.wsgi:application", env, request, tokens, scale, windows=windows)
         bare_request = {**request, "path": "/predict"}
         bare = measure("demo.benchmarks.bare:application", env, bare_request, None, scale)
         figures = {
@@ -109,7 +110,7 @@ def bench_decision(*, quick: bool = False) -> dict[str, Any]:
             "bare_predict_rows": len(features),
             "by_policy": policy_counts(created_at__gte=started, decision_point__trigger="app_open"),
             "by_outcome": _outcomes(started),
-            "decided_together": _rounds(served_from),  # both loops, over HTTP
+            "decided_together": {loop: _rounds(*window) for loop, window in windows.items()},
             "where_time_goes": profile,
             "target": "max >= 400 rps at 16 clients; p99 <= 30 ms at half load",
         }
@@ -168,7 +169,7 @@ def _setup(scale: Scale, *, history: int) -> tuple[Population, Any, dt.datetime]
 
 def _config(scale: Scale, population: Population, model: Any, *, history: int) -> dict[str, Any]:
     return {
-        "server": f"gunicorn gthread, {WEB_WORKERS} workers x {WEB_THREADS} threads, "
+        "server": f"gunicorn {WORKER_CLASS}, {WEB_WORKERS} workers x {WEB_THREADS} threads, "
         "keep-alive; PostgreSQL on the same machine",
         "clients": CLIENTS,
         "closed_loop_seconds": scale.closed_seconds,
@@ -203,10 +204,13 @@ def _outcomes(since: dt.datetime) -> dict[str, int]:
     return dict(rows.values_list("outcome").annotate(n=Count("id")))
 
 
-def _rounds(since: dt.datetime) -> dict[str, Any]:
-    """How many requests each decision round took (nudges.services.live): the decisions of
-    one round share their `now`, so their creation time, to the microsecond."""
-    rows = Decision.objects.filter(created_at__gte=since, decision_point__trigger="app_open")
+def _rounds(since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
+    """How many requests each decision round took (nudges.services.live) between two times:
+    the decisions of one round share their `now`, so their creation time, to the
+    microsecond."""
+    rows = Decision.objects.filter(
+        created_at__gte=since, created_at__lt=until, decision_point__trigger="app_open"
+    )
     sizes = Counter(n for _, n in rows.values_list("created_at").annotate(n=Count("id")))
     rounds = sum(sizes.values())
     return {
@@ -222,11 +226,19 @@ def _rounds(since: dt.datetime) -> dict[str, Any]:
 
 
 def measure(
-    app: str, env: dict[str, str], request: dict[str, str], tokens: list[str] | None, scale: Scale
+    app: str,
+    env: dict[str, str],
+    request: dict[str, str],
+    tokens: list[str] | None,
+    scale: Scale,
+    *,
+    windows: dict[str, tuple[dt.datetime, dt.datetime]] | None = None,
 ) -> dict[str, Any]:
     """Warm up, then the closed loop (16 clients) and the open loop at half its throughput,
     against `app` under gunicorn. With tokens, each request is the next patient's; the closed
-    loop may use half of those left after warming up, the open loop the rest."""
+    loop may use half of those left after warming up, the open loop the rest. `windows`, if
+    given, gets the time each loop ran ("max", "half_load")."""
+    windows = {} if windows is None else windows
     headers = {"Content-Type": "application/json"} if request["body"] else {}
     base = {"clients": CLIENTS, "headers": headers, **request}
     with gunicorn(app, env) as served:
@@ -240,7 +252,9 @@ def measure(
             "postgres": _database_backends(),
         }
         before = {name: cpu_seconds(pids) for name, pids in processes.items()}
+        closed_from = timezone.now()
         closed = load({**spec, "duration": scale.closed_seconds, "limit": budget}, tokens)
+        windows["max"] = (closed_from, timezone.now())
         closed["cpu_ms_per_request"] = {
             name: round((cpu_seconds(pids) - before[name]) / closed["answered"] * 1000, 2)
             for name, pids in processes.items()
@@ -254,7 +268,9 @@ def measure(
         seconds = scale.open_seconds
         if tokens is not None:
             seconds = min(seconds, len(tokens) / rate)
+        half_from = timezone.now()
         half = load({**spec, "mode": "open", "rate": rate, "duration": seconds}, tokens)
+        windows["half_load"] = (half_from, timezone.now())
         half.pop("cpu_seconds")
     return {"max": closed, "half_load": half}
 
@@ -297,11 +313,11 @@ class Served:
 
 @contextmanager
 def gunicorn(app: str, env: dict[str, str]) -> Iterator[Served]:
-    """`app` served by gunicorn (gthread, WEB_WORKERS x WEB_THREADS) on a free local port,
-    stopped afterwards."""
+    """`app` served by gunicorn (WORKER_CLASS, WEB_WORKERS x WEB_THREADS) on a free local
+    port, stopped afterwards."""
     port = _free_port()
     command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}"]
-    command += ["--worker-class", "gthread", "--workers", str(WEB_WORKERS)]
+    command += ["--worker-class", WORKER_CLASS, "--workers", str(WEB_WORKERS)]
     command += ["--threads", str(WEB_THREADS), "--keep-alive", "30", "--log-level", "warning"]
     with tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log") as log:
         server = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
