@@ -19,4 +19,28 @@ DECISION_COLUMNS = (
     "model_version",
     "receipt",
 )
+DELIVERY_COLUMNS = (
+    *TIMES,
+    "decision",
+    "patient",
+    "template",
+    "state",
+    "why",
+    "note",
+    "ruleset_version",
+    "safety_action",
+    "safety_rules",
+    "due_at",
+    "expires_at",
+)
 TRANSITION_COLUMNS = (*TIMES, "delivery", "from_state", "to_state", "actor", "reason")
+PUSH_COLUMNS = (
+    *TIMES,
+    "delivery",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "provider",
+    "provider_message_id",
+)

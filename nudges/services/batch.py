@@ -6,32 +6,23 @@ inserts. A decision point is unique per (patient, moment): a chunk run twice, or
 at once, decides each point once."""
 
 import datetime as dt
-import uuid
 from collections import defaultdict
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Sum
 
-from core.bulk import DbFormat, insert_new_rows, insert_rows
-from nudges import decide as core
+from core.bulk import DbFormat, insert_new_rows
 from nudges import rows as columns
 from nudges.models import (
     BatchChunk,
     BatchRun,
-    Decision,
     DecisionPoint,
-    Delivery,
-    DeliveryState,
-    DeliveryTransition,
-    PushMessage,
     Trigger,
 )
-from nudges.services.decisions import outcomes_for
-from nudges.services.reviews import review_deadline, reviews_open_many
+from nudges.services.decisions import outcomes_for, outcomes_write
 from patients.models import Patient
 
 # Patients per chunk (one Celery task). Each chunk decides its patients' time zones one at a
@@ -108,126 +99,5 @@ def _decide_zone(patients: list[Patient], moment: dt.datetime, rng: np.random.Ge
     snapshot, facts, outcomes = outcomes_for(
         mine, now=now, triggers=[Trigger.SLOT.value] * len(mine), contexts=None, rng=rng
     )
-    _persist(mine, facts, outcomes, [claimed[p.pk] for p in mine], snapshot, now)
+    outcomes_write([claimed[p.pk] for p in mine], mine, facts, outcomes, snapshot, now)
     return len(mine)
-
-
-def _persist(
-    patients: list[Patient],
-    facts: list[core.PatientFacts],
-    outcomes: list[core.Outcome],
-    points: list[Any],
-    snapshot: core.Snapshot,
-    now: dt.datetime,
-) -> None:
-    """Decisions, deliveries, transitions, pushes and review requests in bulk."""
-    db = DbFormat()
-    stamp = db.datetime(now)
-    expiry = dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
-    ruleset_version = snapshot.ruleset_version
-    decision_ids = db.new_ids(len(outcomes), now)
-    # A delivery, its transition and perhaps a push for each nudge: their keys drawn at once.
-    spare_ids = iter(db.new_ids(3 * len(outcomes), now))
-    decisions, deliveries, transitions, pushes, reviews = [], [], [], [], []
-    for i, (patient, f, out) in enumerate(zip(patients, facts, outcomes, strict=True)):
-        template = out.template
-        decisions.append(
-            (
-                decision_ids[i],
-                stamp,
-                stamp,
-                db.id(points[i]),
-                db.id(patient.pk),
-                out.outcome,
-                out.reason,
-                out.policy[0],
-                out.policy[1],
-                db.id(template.id) if template else None,
-                template.version if template else None,
-                out.propensity,
-                out.arm,
-                out.model_version,
-                db.json(out.receipt),
-            )
-        )
-        if template is None:
-            continue
-        plan = core.route(out, f, now=now, expiry=expiry)
-        delivery_id = next(spare_ids)
-        deliveries.append(
-            (
-                delivery_id,
-                stamp,
-                stamp,
-                decision_ids[i],
-                db.id(patient.pk),
-                db.id(template.id),
-                plan.state,
-                plan.why,
-                plan.note,
-                ruleset_version,
-                plan.safety_action,
-                db.json(plan.safety_rules),
-                db.datetime(plan.due_at),
-                db.datetime(review_deadline(now) if plan.review else plan.expires_at),
-            )
-        )
-        transitions.append(
-            (
-                next(spare_ids),
-                stamp,
-                stamp,
-                delivery_id,
-                DeliveryState.PROPOSED.value,
-                plan.state,
-                "engine",
-                plan.transition_reason,
-            )
-        )
-        if plan.push:
-            pushes.append(
-                (next(spare_ids), stamp, stamp, delivery_id, "pending", 0, stamp, "", "", "")
-            )
-        if plan.review:
-            assert out.verdict is not None
-            reviews.append((uuid.UUID(delivery_id), patient.pk, out.verdict))
-    times = columns.TIMES
-    insert_rows(Decision, list(columns.DECISION_COLUMNS), decisions)
-    insert_rows(
-        Delivery,
-        [
-            *times,
-            "decision",
-            "patient",
-            "template",
-            "state",
-            "why",
-            "note",
-            "ruleset_version",
-            "safety_action",
-            "safety_rules",
-            "due_at",
-            "expires_at",
-        ],
-        deliveries,
-    )
-    insert_rows(
-        DeliveryTransition,
-        list(columns.TRANSITION_COLUMNS),
-        transitions,
-    )
-    insert_rows(
-        PushMessage,
-        [
-            *times,
-            "delivery",
-            "state",
-            "attempts",
-            "next_attempt_at",
-            "last_error",
-            "provider",
-            "provider_message_id",
-        ],
-        pushes,
-    )
-    reviews_open_many(items=reviews, snapshot=snapshot, now=now)

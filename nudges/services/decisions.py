@@ -6,6 +6,7 @@ requests a process has waiting together) and by scheduled slots."""
 import datetime as dt
 import functools
 import secrets
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core import raw
-from core.bulk import DbFormat, insert_new_rows, insert_objects
+from core.bulk import DbFormat, insert_new_rows, insert_rows
 from nudges import decide as core
 from nudges import rows as columns
 from nudges.availability import DeliveryLimits
@@ -276,15 +277,20 @@ def _persist(
     snapshot: core.Snapshot,
     now: dt.datetime,
 ) -> list[Decision]:
-    """The receipts; for each chosen nudge its delivery as core.route says (review, held or
-    ready), its first transition, and its review request or push. Every later move towards
-    the patient passes the safety gate again. One statement per table."""
-    expiry = dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
-    decisions, deliveries, transitions, pushes, reviews = [], [], [], [], []
-    for point, patient, fact, outcome in zip(points, patients, facts, outcomes, strict=True):
+    """Write the outcomes (outcomes_write) and return the decisions as the response shows
+    them, each with its delivery when it chose a nudge."""
+    written = outcomes_write(
+        [point.pk for point in points], patients, facts, outcomes, snapshot, now
+    )
+    decisions = []
+    for point, patient, outcome, (decision_id, delivery_id, plan) in zip(
+        points, patients, outcomes, written, strict=True
+    ):
         template = outcome.template
         decision = Decision(
+            id=decision_id,
             created_at=now,
+            updated_at=now,
             decision_point=point,
             patient=patient,
             outcome=outcome.outcome,
@@ -298,44 +304,123 @@ def _persist(
             propensity=outcome.propensity,
             receipt=outcome.receipt,
         )
+        decision._state.adding = False
         decisions.append(decision)
-        if template is None:
-            continue
-        assert outcome.verdict is not None
-        plan = core.route(outcome, fact, now=now, expiry=expiry)
-        delivery = Delivery(
-            created_at=now,
-            decision=decision,
-            patient=patient,
-            template_id=template.id,
-            state=plan.state,
-            why=plan.why,
-            note=plan.note,
-            ruleset_version=snapshot.ruleset_version,
-            safety_action=plan.safety_action,
-            safety_rules=plan.safety_rules,
-            due_at=plan.due_at,
-            expires_at=review_deadline(now) if plan.review else plan.expires_at,
-        )
-        deliveries.append(delivery)
-        transitions.append(
-            DeliveryTransition(
+        if template is not None and plan is not None:
+            delivery = Delivery(
+                id=delivery_id,
                 created_at=now,
-                delivery=delivery,
-                from_state=DeliveryState.PROPOSED,
-                to_state=plan.state,
-                actor="engine",
-                reason=plan.transition_reason,
+                updated_at=now,
+                decision=decision,  # and decision.delivery
+                patient=patient,
+                template_id=template.id,
+                state=plan.state,
+                why=plan.why,
+                note=plan.note,
+                ruleset_version=snapshot.ruleset_version,
+                safety_action=plan.safety_action,
+                safety_rules=plan.safety_rules,
+                due_at=plan.due_at,
+                expires_at=_expires(plan, now),
+            )
+            delivery._state.adding = False
+    return decisions
+
+
+def outcomes_write(
+    point_ids: list[Any],
+    patients: list[Patient],
+    facts: list[core.PatientFacts],
+    outcomes: list[core.Outcome],
+    snapshot: core.Snapshot,
+    now: dt.datetime,
+) -> list[tuple[uuid.UUID, uuid.UUID | None, core.Route | None]]:
+    """The receipts; for each chosen nudge its delivery as core.route says (review, held or
+    ready), its first transition, and its review request or push. Every later move towards
+    the patient passes the safety gate again. One statement per table, whatever the number of
+    decisions (a live round's few or a batch chunk's thousand). Returns, per outcome, the
+    decision's key, its delivery's key and route (None without a nudge)."""
+    db = DbFormat()
+    stamp = db.datetime(now)
+    expiry = dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
+    ruleset_version = snapshot.ruleset_version
+    decision_ids = db.new_ids(len(outcomes), now)
+    # A delivery, its transition and perhaps a push for each nudge: their keys drawn at once.
+    spare_ids = iter(db.new_ids(3 * len(outcomes), now))
+    decisions, deliveries, transitions, pushes, reviews = [], [], [], [], []
+    written: list[tuple[uuid.UUID, uuid.UUID | None, core.Route | None]] = []
+    for i, (patient, f, out) in enumerate(zip(patients, facts, outcomes, strict=True)):
+        template = out.template
+        decisions.append(
+            (
+                decision_ids[i],
+                stamp,
+                stamp,
+                db.id(point_ids[i]),
+                db.id(patient.pk),
+                out.outcome,
+                out.reason,
+                out.policy[0],
+                out.policy[1],
+                db.id(template.id) if template else None,
+                template.version if template else None,
+                out.propensity,
+                out.arm,
+                out.model_version,
+                db.json(out.receipt),
             )
         )
+        if template is None:
+            written.append((uuid.UUID(decision_ids[i]), None, None))
+            continue
+        plan = core.route(out, f, now=now, expiry=expiry)
+        delivery_id = next(spare_ids)
+        written.append((uuid.UUID(decision_ids[i]), uuid.UUID(delivery_id), plan))
+        deliveries.append(
+            (
+                delivery_id,
+                stamp,
+                stamp,
+                decision_ids[i],
+                db.id(patient.pk),
+                db.id(template.id),
+                plan.state,
+                plan.why,
+                plan.note,
+                ruleset_version,
+                plan.safety_action,
+                db.json(plan.safety_rules),
+                db.datetime(plan.due_at),
+                db.datetime(_expires(plan, now)),
+            )
+        )
+        transitions.append(
+            (
+                next(spare_ids),
+                stamp,
+                stamp,
+                delivery_id,
+                DeliveryState.PROPOSED.value,
+                plan.state,
+                "engine",
+                plan.transition_reason,
+            )
+        )
+        if plan.push:
+            pushes.append(
+                (next(spare_ids), stamp, stamp, delivery_id, "pending", 0, stamp, "", "", "")
+            )
         if plan.review:
-            reviews.append((delivery.pk, patient.pk, outcome.verdict))
-        elif plan.push:
-            pushes.append(PushMessage(created_at=now, delivery=delivery, next_attempt_at=now))
-    insert_objects(decisions)
-    insert_objects(deliveries)
-    insert_objects(transitions)
-    insert_objects(pushes)
-    if reviews:
-        reviews_open_many(items=reviews, snapshot=snapshot, now=now)
-    return decisions
+            assert out.verdict is not None
+            reviews.append((uuid.UUID(delivery_id), patient.pk, out.verdict))
+    insert_rows(Decision, list(columns.DECISION_COLUMNS), decisions)
+    insert_rows(Delivery, list(columns.DELIVERY_COLUMNS), deliveries)
+    insert_rows(DeliveryTransition, list(columns.TRANSITION_COLUMNS), transitions)
+    insert_rows(PushMessage, list(columns.PUSH_COLUMNS), pushes)
+    reviews_open_many(items=reviews, snapshot=snapshot, now=now)
+    return written
+
+
+def _expires(plan: core.Route, now: dt.datetime) -> dt.datetime:
+    """A nudge waiting for review expires at the review deadline, else when its route says."""
+    return review_deadline(now) if plan.review else plan.expires_at
