@@ -52,6 +52,7 @@ from demo.benchmarks.recommender import (
     inbox_rows,
     policy_counts,
     population_create,
+    postgres_cpu_seconds,
     scratch_models,
     stop_process,
     subprocess_env,
@@ -247,17 +248,20 @@ def measure(
         if tokens is not None:
             tokens = tokens[warm["sent"] :]
         budget = len(tokens) // 2 if tokens is not None else None
-        processes = {
-            "server": [served.pid, *children_of(served.pid)],
-            "postgres": _database_backends(),
+        server = [served.pid, *children_of(served.pid)]
+        # The whole PostgreSQL instance (a backend that exits mid-loop is still counted, and
+        # so is the WAL writer): only the benchmark uses it.
+        readers: dict[str, Callable[[], float]] = {
+            "server": lambda: cpu_seconds(server),
+            "postgres": postgres_cpu_seconds,
         }
-        before = {name: cpu_seconds(pids) for name, pids in processes.items()}
+        before = {name: read() for name, read in readers.items()}
         closed_from = timezone.now()
         closed = load({**spec, "duration": scale.closed_seconds, "limit": budget}, tokens)
         windows["max"] = (closed_from, timezone.now())
         closed["cpu_ms_per_request"] = {
-            name: round((cpu_seconds(pids) - before[name]) / closed["answered"] * 1000, 2)
-            for name, pids in processes.items()
+            name: round((read() - before[name]) / closed["answered"] * 1000, 2)
+            for name, read in readers.items()
         }
         closed["cpu_ms_per_request"]["load_generator"] = round(
             closed.pop("cpu_seconds") / closed["answered"] * 1000, 2
@@ -273,17 +277,6 @@ def measure(
         windows["half_load"] = (half_from, timezone.now())
         half.pop("cpu_seconds")
     return {"max": closed, "half_load": half}
-
-
-def _database_backends() -> list[int]:
-    """The PostgreSQL backends serving the benchmark's database, other than this process's:
-    the server's connections, persistent once it has warmed up."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return [pid for (pid,) in cursor.fetchall()]
 
 
 def load(spec: dict[str, Any], tokens: list[str] | None) -> dict[str, Any]:
