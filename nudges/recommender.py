@@ -7,6 +7,8 @@ the registry."""
 import datetime as dt
 import hashlib
 import json
+import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,9 @@ from scipy.stats import rankdata
 from nudges import features as F
 from nudges.agenda import AgendaParams
 from nudges.decision_log import DecisionLog
+from nudges.treeshap import PathTables
+
+logger = logging.getLogger(__name__)
 
 ARTEFACT_FORMAT = 1
 ACT_PARAMS = {
@@ -53,6 +58,12 @@ class ModelBundle:
     effect: lgb.Booster
     params: AgendaParams = field(default_factory=AgendaParams)
     info: dict[str, Any] = field(default_factory=dict)
+    _tables: list[PathTables | None] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    _tables_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """P(act) and the expected effect for each feature row."""
@@ -65,9 +76,26 @@ class ModelBundle:
         )
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
-        """Per-feature contributions to the log-odds of acting (LightGBM pred_contrib); the
-        last column is the bias."""
+        """Per-feature contributions to the log-odds of acting, what LightGBM's pred_contrib
+        gives (the last column is the bias): from the P(act) model's TreeSHAP tables, 3-4x
+        faster per row than LightGBM's own recursion (nudges/treeshap.py), or LightGBM's when
+        the model's paths are too long for tables."""
+        tables = self.explainer()
+        if tables is not None:
+            try:
+                return tables.contributions(features)
+            except Exception as error:  # never an explanation's failure for a decision's
+                logger.error("TreeSHAP tables failed (%s); LightGBM's used", type(error).__name__)
         return self.act.predict(features, pred_contrib=True, num_threads=_threads(features))
+
+    def explainer(self) -> PathTables | None:
+        """The P(act) model's TreeSHAP tables, built on first use (about half a second);
+        None when the model has none (LightGBM's TreeSHAP explains it)."""
+        if not self._tables:
+            with self._tables_lock:
+                if not self._tables:
+                    self._tables.append(_tables_for(self.act))
+        return self._tables[0]
 
     def dumps(self) -> bytes:
         return json.dumps(
@@ -100,6 +128,14 @@ class ModelBundle:
             raise
         except Exception as error:  # a corrupt file: JSON, keys, LightGBM's own parser
             raise ModelError(f"unreadable artefact ({type(error).__name__})") from None
+
+
+def _tables_for(booster: lgb.Booster) -> PathTables | None:
+    try:
+        return PathTables.build(booster)
+    except Exception as error:  # a model these tables do not understand: LightGBM explains it
+        logger.error("TreeSHAP tables not built (%s)", type(error).__name__)
+        return None
 
 
 # Threads for a large prediction: 0 is LightGBM's default, all cores. A process that is one of

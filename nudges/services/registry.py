@@ -64,7 +64,9 @@ def _load_champion() -> Champion:
         blob = (settings.NUDGE_MODELS_DIR / row.artefact).read_bytes()
         if sha256(blob) != row.sha256:
             raise ModelError("artefact hash differs from the registry")
-        return Champion(row.version, ModelBundle.loads(blob), None)
+        bundle = ModelBundle.loads(blob)
+        bundle.explainer()  # built now, with the model, rather than in a decision
+        return Champion(row.version, bundle, None)
     except (OSError, ModelError) as error:
         logger.error("champion model %s unusable (%s); the baseline serves", row.version, error)
         return Champion(row.version, None, "model_unavailable")
