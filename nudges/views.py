@@ -1,5 +1,7 @@
 """The patient API, /api/v1/. Views parse, call one service or selector, and shape output."""
 
+from typing import Any
+
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -18,6 +20,7 @@ from nudges.services.decisions import DecisionAsk
 from nudges.services.deliveries import deliveries_mark_delivered, delivery_feedback
 from nudges.services.events import events_record
 from nudges.services.live import decide_live
+from patients.models import Patient
 from patients.services import patient_update_preferences
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -45,12 +48,24 @@ class PatientView(APIView):
         return self.request.user.patient
 
 
+def inbox_body(patient: Patient) -> list[dict[str, Any]]:
+    """The patient's current nudges; those ready are delivered now (this is the inbox)."""
+    nudges = list(current_nudges(patient, now=timezone.now()))
+    shown = deliveries_mark_delivered(deliveries=nudges, actor="inbox")
+    return [nudge_body(delivery) for delivery in shown]
+
+
+def decision_answer(patient: Patient, trigger: str, context: dict) -> tuple[dict[str, Any], int]:
+    """A decision for the patient now (the first one, when this minute has one already): its
+    body and status, 201 when made now."""
+    decision, created = decide_live(DecisionAsk(patient=patient, trigger=trigger, context=context))
+    return decision_body(decision), (status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
 class NudgeListView(PatientView):
     @extend_schema(responses=s.NudgeSerializer(many=True), summary="The patient's current nudges")
     def get(self, request: Request) -> Response:
-        nudges = list(current_nudges(self.patient, now=timezone.now()))
-        shown = deliveries_mark_delivered(deliveries=nudges, actor="inbox")
-        return Response([nudge_body(delivery) for delivery in shown])
+        return Response(inbox_body(self.patient))
 
 
 class DecisionView(PatientView):
@@ -63,13 +78,8 @@ class DecisionView(PatientView):
     @idempotent
     def post(self, request: Request) -> Response:
         data = _parse(s.DecisionRequestSerializer, request)
-        decision, created = decide_live(
-            DecisionAsk(patient=self.patient, trigger=data["trigger"], context=data["context"])
-        )
-        return Response(
-            decision_body(decision),
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
-        )
+        body, code = decision_answer(self.patient, data["trigger"], data["context"])
+        return Response(body, status=code)
 
 
 class FeedbackView(PatientView):
