@@ -4,6 +4,7 @@ backend would store them (SQLite keeps datetimes as naive UTC text and UUIDs as 
 digits; PostgreSQL casts text to uuid, timestamptz and jsonb)."""
 
 import datetime as dt
+import functools
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -140,26 +141,96 @@ def insert_new_rows(
         return raw.convert(cursor.fetchall(), wanted)
 
 
-def insert_objects(objects: Sequence[models.Model]) -> None:
-    """INSERT unsaved instances of one model as they are, in one statement per batch: the
-    fields' own pre-save and database preparation (defaults already applied by the
-    constructor, auto_now, JSON and UUID encoding), without the ORM's per-query compilation;
-    an automatic integer key left unset is numbered by the database (not read back).
-    For hot paths that write a few known rows; no signals are sent (none are connected to
-    the models written this way)."""
-    if not objects:
-        return
+Part = tuple[type[models.Model], Sequence[str], Sequence[Sequence[Any]]]
+
+
+def insert_tables(parts: Sequence[Part]) -> None:
+    """Insert (model, fields, rows) into several tables at once, rows as insert_rows takes
+    them (or as object_rows makes them). On PostgreSQL the tables with fewer than
+    COPY_MIN_ROWS rows go in one statement: each table's rows sent as one JSON array of
+    arrays, each table's INSERT a WITH clause of it; one round trip, one execution and one
+    parameter a table, where executemany executes every row apart (a live round's writes:
+    four to six tables of a few rows). Larger tables go by COPY; SQLite inserts table by
+    table. The inserts of one statement run in no fixed order, so the foreign keys between
+    them must be deferred, as Django's are; and a float NaN arrives as NULL (JSON has none).
+    """
+    parts = [part for part in parts if part[2]]
+    few: list[Part] = []
+    for model, fields, rows in parts:
+        if connection.vendor != "postgresql" or len(rows) >= COPY_MIN_ROWS:
+            insert_rows(model, fields, rows)
+        else:
+            few.append((model, fields, rows))
+    if len(few) == 1 and len(few[0][2]) == 1:
+        insert_rows(*few[0])  # one row: a plain INSERT
+    elif few:
+        sql = _tables_sql(tuple((model, tuple(fields)) for model, fields, _ in few))
+        params = [orjson.dumps(list(rows), default=_as_json).decode() for _, _, rows in few]
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            cursor.execute(sql, params)
+
+
+def _as_json(value: Any) -> Any:
+    """A value orjson does not write itself: a JSON field's prepared value (psycopg's Jsonb)
+    goes as its JSON text, which the statement parses."""
+    if hasattr(value, "obj"):
+        return orjson.dumps(value.obj).decode()
+    raise TypeError(type(value).__name__)
+
+
+@functools.lru_cache(maxsize=64)
+def _tables_sql(tables: tuple[tuple[type[models.Model], tuple[str, ...]], ...]) -> str:
+    """Each table's rows come as one parameter, a JSON array of row arrays: element i of a
+    row is column i, read as text and cast to the column's type (JSON null is NULL)."""
+    quote = connection.ops.quote_name
+    inserts = []
+    for model, fields in tables:
+        meta = model._meta
+        columns = ", ".join(quote(meta.get_field(f).column) for f in fields)
+        values = ", ".join(
+            f"(r->>{i})::{meta.get_field(f).db_type(connection)}" for i, f in enumerate(fields)
+        )
+        # Names from the models' metadata; the rows are one bound parameter.
+        table = quote(meta.db_table)
+        inserts.append(
+            f"INSERT INTO {table} ({columns}) SELECT {values} FROM jsonb_array_elements(%s::jsonb) r"  # noqa: S608
+        )
+    *first, last = inserts
+    with_ = ", ".join(f"w{i} AS ({insert})" for i, insert in enumerate(first))
+    return f"WITH {with_} {last}" if first else last
+
+
+def object_rows(objects: Sequence[models.Model]) -> Part:
+    """Unsaved instances of one model as (model, fields, rows) for insert_tables: the fields'
+    own pre-save and database preparation (defaults applied by the constructor, auto_now, JSON
+    and UUID encoding), without the ORM's per-query compilation; an automatic integer key
+    left unset is left to the database (a many-to-many's links). The instances count as
+    saved from here on."""
     meta = objects[0]._meta
     fields = [f for f in meta.concrete_fields if not f.generated]
     if meta.auto_field is not None and getattr(objects[0], meta.auto_field.attname) is None:
-        fields.remove(meta.auto_field)  # the database numbers them (a many-to-many's links)
-    table = connection.ops.quote_name(meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
+        fields.remove(meta.auto_field)
     rows = [
         [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
         for obj in objects
     ]
+    for obj in objects:
+        obj._state.adding = False
+        obj._state.db = connection.alias
+    return objects[0].__class__, [f.name for f in fields], rows
+
+
+def insert_objects(objects: Sequence[models.Model]) -> None:
+    """INSERT unsaved instances of one model as they are (object_rows), in one statement per
+    batch. For hot paths that write a few known rows; no signals are sent (none are
+    connected to the models written this way)."""
+    if not objects:
+        return
+    model, fields, rows = object_rows(objects)
+    meta = model._meta
+    table = connection.ops.quote_name(meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
     with connection.cursor() as cursor:
         # Names from the model's metadata, values bound as parameters.
         sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"  # noqa: S608
@@ -167,6 +238,3 @@ def insert_objects(objects: Sequence[models.Model]) -> None:
             cursor.execute(sql, rows[0])
         else:
             cursor.executemany(sql, rows)
-    for obj in objects:
-        obj._state.adding = False
-        obj._state.db = connection.alias

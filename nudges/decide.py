@@ -135,6 +135,7 @@ class PatientFacts:
     # template slug -> groups whose clinicians gave a standing approval (safety.selectors)
     approved: Mapping[str, frozenset[str]] = field(default_factory=dict)
     arm: str = "treatment"  # experiment arm: treatment (the model), control, holdout
+    group_keys: Mapping[str, Any] = field(default_factory=dict)  # group slug -> its key
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ patient is simply not found."""
 
 import datetime as dt
 import functools
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, cast
@@ -111,6 +112,7 @@ def patients_facts(
     keys = [db.id(p.pk) for p in patients]
     agenda: dict[Any, list[tuple[float, str]]] = defaultdict(list)
     groups: dict[Any, set[str]] = defaultdict(set)
+    group_keys: dict[str, Any] = {}
     consent: dict[Any, dict[str, bool]] = defaultdict(dict)
     declined: dict[Any, set[str]] = defaultdict(set)
     approvals: dict[Any, list[tuple[str, str, str]]] = defaultdict(list)
@@ -123,6 +125,7 @@ def patients_facts(
                 agenda[pid].append((-value, name))
             elif kind == "m":
                 groups[pid].add(name)
+                group_keys[name] = uuid.UUID(groups_key_)
             elif kind == "c":
                 consent[pid][name] = bool(value)
             elif kind == "d":
@@ -160,6 +163,7 @@ def patients_facts(
                 declined=frozenset(declined[key]),
                 approved={slug: frozenset(g) for slug, g in approved.items()},
                 arm=arm,
+                group_keys={slug: group_keys[slug] for slug in groups[key]},
             )
         )
     return out
@@ -168,8 +172,9 @@ def patients_facts(
 @functools.lru_cache(maxsize=64)
 def _facts_query(n: int, vendor: str) -> str:
     """The facts of n patients as one UNION of (kind, patient, name, value, groups key,
-    group): agenda goals (g), group memberships (m), consents (c), declines (d) and standing
-    approvals of the rule set in force, unexpired (a). Parameters: the patient ids five times,
+    group): agenda goals (g), group memberships (m, with the group's key in the groups key's
+    place), consents (c), declines (d) and standing approvals of the rule set in force,
+    unexpired (a). Parameters: the patient ids five times,
     the rule set version and now. Cached per size and database vendor."""
     q = connection.ops.quote_name
     ids = raw.marks(n)
@@ -183,7 +188,7 @@ def _facts_query(n: int, vendor: str) -> str:
     sql = f"""
         SELECT 'g', patient_id, goal, weight, NULL, NULL FROM {goal} WHERE patient_id IN ({ids})
         UNION ALL
-        SELECT 'm', m.patient_id, g.slug, NULL, NULL, NULL
+        SELECT 'm', m.patient_id, g.slug, NULL, CAST(g.id AS TEXT), NULL
           FROM {member} m JOIN {group} g ON g.id = m.group_id WHERE m.patient_id IN ({ids})
         UNION ALL
         SELECT 'c', patient_id, purpose, CASE WHEN granted THEN 1.0 ELSE 0.0 END, NULL, NULL

@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core import raw
-from core.bulk import DbFormat, insert_new_rows, insert_rows
+from core.bulk import DbFormat, insert_new_rows, insert_tables
 from nudges import decide as core
 from nudges import rows as columns
 from nudges.availability import DeliveryLimits
@@ -35,7 +35,7 @@ from nudges.models import (
 )
 from nudges.selectors import patients_facts
 from nudges.services.registry import serving_state
-from nudges.services.reviews import review_deadline, reviews_open_many
+from nudges.services.reviews import review_deadline, review_rows
 from nudges.services.serving import HISTORY_DAYS, model_inputs, recent_deliveries
 from patients.models import Patient
 
@@ -337,8 +337,9 @@ def outcomes_write(
 ) -> list[tuple[uuid.UUID, uuid.UUID | None, core.Route | None]]:
     """The receipts; for each chosen nudge its delivery as core.route says (review, held or
     ready), its first transition, and its review request or push. Every later move towards
-    the patient passes the safety gate again. One statement per table, whatever the number of
-    decisions (a live round's few or a batch chunk's thousand). Returns, per outcome, the
+    the patient passes the safety gate again. One statement for all of a live round's rows,
+    one COPY per table for a batch chunk's thousand (core.bulk.insert_tables). Returns, per
+    outcome, the
     decision's key, its delivery's key and route (None without a nudge)."""
     db = DbFormat()
     stamp = db.datetime(now)
@@ -412,12 +413,16 @@ def outcomes_write(
             )
         if plan.review:
             assert out.verdict is not None
-            reviews.append((uuid.UUID(delivery_id), patient.pk, out.verdict))
-    insert_rows(Decision, list(columns.DECISION_COLUMNS), decisions)
-    insert_rows(Delivery, list(columns.DELIVERY_COLUMNS), deliveries)
-    insert_rows(DeliveryTransition, list(columns.TRANSITION_COLUMNS), transitions)
-    insert_rows(PushMessage, list(columns.PUSH_COLUMNS), pushes)
-    reviews_open_many(items=reviews, snapshot=snapshot, now=now)
+            reviews.append((uuid.UUID(delivery_id), patient.pk, out.verdict, f.group_keys))
+    insert_tables(
+        [
+            (Decision, columns.DECISION_COLUMNS, decisions),
+            (Delivery, columns.DELIVERY_COLUMNS, deliveries),
+            (DeliveryTransition, columns.TRANSITION_COLUMNS, transitions),
+            (PushMessage, columns.PUSH_COLUMNS, pushes),
+            *review_rows(items=reviews, snapshot=snapshot, now=now),
+        ]
+    )
     return written
 
 

@@ -3,12 +3,13 @@ patient's report that a nudge is not right for them. Deciding on them is clinici
 (clinicians.services)."""
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
-from core.bulk import insert_objects
+from core.bulk import Part, object_rows
 from nudges.decide import Snapshot
 from nudges.models import Delivery, ReviewKind, ReviewRequest, ReviewState
 from safety.models import GroupMembership, MedicalGroup, Rule
@@ -70,24 +71,27 @@ def review_open(
     return request
 
 
-def reviews_open_many(
-    *, items: list[tuple[Any, Any, Verdict]], snapshot: Snapshot, now: dt.datetime
-) -> int:
-    """The review requests of new deliveries (a live decision's, or a batch chunk's), in a few
-    queries whatever their number: the same requests as review_open. Items are (delivery id,
-    patient id, verdict), the verdicts from `snapshot`'s rules; the deliveries must have been
-    written expiring at review_deadline(now). Returns the requests opened."""
+def review_rows(
+    *,
+    items: list[tuple[Any, Any, Verdict, Mapping[str, Any]]],
+    snapshot: Snapshot,
+    now: dt.datetime,
+) -> list[Part]:
+    """The review requests of new deliveries (a live round's, or a batch chunk's) as rows
+    for core.bulk.insert_tables, with their links to the groups whose clinicians must decide:
+    the same requests as review_open. Items are (delivery id, patient id, verdict, the
+    patient's medical groups' keys by slug), the verdicts from `snapshot`'s rules; the
+    deliveries must be written expiring at review_deadline(now). No query, unless a rule's
+    detail is not yet kept on the snapshot."""
     if not items:
-        return 0
+        return []
     deadline = review_deadline(now)
-    codes = {code for _, _, verdict in items for code in verdict.rules}
+    codes = {code for _, _, verdict, _ in items for code in verdict.rules}
     detail = _snapshot_details(snapshot, codes)
-    slugs = {slug for _, _, verdict in items for slug in verdict.groups}
-    group_ids = dict(MedicalGroup.objects.filter(slug__in=slugs).values_list("slug", "pk"))
     requests: list[ReviewRequest] = []
     links: list[Any] = []
     through = ReviewRequest.groups.through
-    for delivery_id, patient_id, verdict in items:
+    for delivery_id, patient_id, verdict, group_keys in items:
         rules = [detail[code] for code in sorted(set(verdict.rules)) if detail[code] is not None]
         if not verdict.groups and verdict.error:
             rules = [
@@ -104,14 +108,12 @@ def reviews_open_many(
             deadline=deadline,
         )
         requests.append(request)
+        # The verdict's groups are the patient's (verdicts are computed for their groups).
         links.extend(
-            through(reviewrequest_id=request.pk, medicalgroup_id=group_ids[slug])
+            through(reviewrequest_id=request.pk, medicalgroup_id=group_keys[slug])
             for slug in verdict.groups
-            if slug in group_ids
         )
-    insert_objects(requests)
-    insert_objects(links)
-    return len(requests)
+    return [object_rows(objects) for objects in (requests, links) if objects]
 
 
 def _snapshot_details(snapshot: Snapshot, codes: set[str]) -> dict[str, Any]:
