@@ -46,16 +46,15 @@ def fast_view(view_class: type[APIView], method: str, handle: Callable[..., Http
 
     @csrf_exempt
     def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        patient = _ordinary(request, method)
-        if patient is not None:
-            try:
-                response = handle(request, patient)
-            except Exception as error:  # as DRF's views turn it into a response
-                response = _error(error)
-            if response is not None:
-                response["Allow"] = allow
-                return response
-        return reference(request, *args, **kwargs)
+        try:
+            patient = _ordinary(request, method)
+            response = None if patient is None else handle(request, patient)
+        except Exception as error:  # as DRF's views turn it into a response (a 503, say)
+            response = _error(error)
+        if response is None:
+            return reference(request, *args, **kwargs)
+        response["Allow"] = allow
+        return response
 
     view.cls = view_class  # type: ignore[attr-defined]  # for the schema: the documented view
     view.initkwargs = {}  # type: ignore[attr-defined]
@@ -150,7 +149,8 @@ def _error(error: Exception) -> HttpResponse:
         raise error
     out = _json(response.data, status=response.status_code)
     for header, value in response.items():
-        out[header] = value
+        if header != "Content-Type":  # an unrendered Response's is Django's default
+            out[header] = value
     return out
 
 

@@ -5,6 +5,7 @@ DRF writes it, and the same headers; every other request is the documented view'
 import json
 
 import pytest
+from django.db import OperationalError, connections
 from django.test import RequestFactory
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.renderers import JSONRenderer
@@ -161,3 +162,18 @@ def _headers(response) -> dict[str, str]:  # type: ignore[no-untyped-def]
         for name, value in response.headers.items()
         if name in ("Content-Type", "Allow", "Vary", "WWW-Authenticate", "Retry-After")
     }
+
+
+def test_a_database_outage_on_the_fast_path_is_the_apis_503(api_a, monkeypatch):
+    def refuse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("the server is gone")
+
+    monkeypatch.setattr(type(connections["default"]), "cursor", refuse)
+
+    response = api_a.post(DECISIONS, BODY, format="json")
+
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert response["Retry-After"] == "5"
+    assert response.json()["error"]["code"] == "unavailable"
+    assert "server is gone" not in response.content.decode()
