@@ -33,6 +33,7 @@ from scipy import sparse
 
 ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold: a value this close to 0 counts as zero
 MAX_TABLE_ENTRIES = 8_000_000  # 64 MB of float64
+DECIDE_BLOCK = 64  # rows whose splits are decided together
 _MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}
 
 
@@ -167,11 +168,14 @@ class PathTables:
         out[:, -1] = self.bias
         if not len(self.features_used):
             return out
-        # Row by row: with a few rows at once, scipy's sparse products and numpy's 2-D
-        # indexing cost more per row than one row at a time (measured, docs/benchmarks.md).
-        for i, left in enumerate(self._goes_left(rows)):
-            values = self.table[self._lookups(left)]
-            out[i, self.features_used] = np.add.reduceat(values, self.feature_start)
+        # The splits decided for a block of rows at once (rows x splits: kept small, 2 MB for
+        # the benchmark's model); the lookups row by row: with a few rows at once, scipy's
+        # sparse products and numpy's 2-D indexing cost more per row than one at a time.
+        for start in range(0, len(rows), DECIDE_BLOCK):
+            block = self._goes_left(rows[start : start + DECIDE_BLOCK])
+            for i, left in enumerate(block, start):
+                values = self.table[self._lookups(left)]
+                out[i, self.features_used] = np.add.reduceat(values, self.feature_start)
         return out
 
     def _goes_left(self, rows: np.ndarray) -> np.ndarray:
