@@ -3,10 +3,23 @@ benchmarked alone (docs/privacy.md, "Differentially private reports").
 
 OpenDP gates the parts of its library whose proofs are still under review behind features.
 The polars integration and the zCDP Gaussian mechanisms we use are among them ("contrib"), so
-it is switched on once, when this package is first imported. "floating-point" is not needed:
-every released value is an integer (counts, and sums in fixed point), so no float sum with
-its rounding leaks is ever built. "honest-but-curious" stays off."""
+it is switched on once per process, when `opendp()` first imports the library. "floating-point"
+is not needed: every released value is an integer (counts, and sums in fixed point), so no float
+sum with its rounding leaks is ever built. "honest-but-curious" stays off.
 
-import opendp.prelude as dp
+The library is imported on first use, not with this package: it costs a process about 140 MB
+of memory and a second to import (measured, docs/benchmarks.md), which the processes that never
+release a report (the web workers serving patients, the Celery workers deciding nudges) should
+not pay."""
 
-dp.enable_features("contrib")
+import functools
+from typing import Any
+
+
+@functools.cache
+def opendp() -> Any:
+    """OpenDP's prelude (`dp`), its contrib features switched on."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    return dp

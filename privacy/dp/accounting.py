@@ -7,9 +7,7 @@ import functools
 import math
 from decimal import Decimal, InvalidOperation
 
-import opendp.prelude as dp
-
-import privacy.dp  # noqa: F401  (enables OpenDP's contrib features)
+from privacy.dp import opendp
 
 NANO = 10**9
 
@@ -47,6 +45,7 @@ def epsilon_at(rho: float, delta: float) -> float:
     than the textbook rho + 2 sqrt(rho log(1/delta)), which bounds it from above)."""
     if rho <= 0:
         return 0.0
+    dp = opendp()
     unit = dp.m.make_gaussian(
         dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=1.0
     )

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-import opendp.prelude as dp
 import polars as pl
 
+from privacy.dp import opendp
 from privacy.dp.accounting import NANO, nanorho_ceil
 from privacy.dp.catalogue import Public, ReportSpec, l2_sensitivity
 from privacy.dp.periods import Period
@@ -89,6 +89,7 @@ def plan_build(spec: ReportSpec, period: Period, public: Public, *, budget_nanor
     """The measurement that spends at most `budget_nanorho`, split between the report's
     aggregates by their shares: each aggregate gets scale = sensitivity / sqrt(2 x share x rho),
     so its rho is share x budget (Gaussian: rho = sensitivity^2 / (2 scale^2))."""
+    dp = opendp()
     rho_target = budget_nanorho / NANO * _HEADROOM
     keys = spec.keys_frame(period, public)
     k = spec.num_groups(period, public)
@@ -137,12 +138,14 @@ def plan_build(spec: ReportSpec, period: Period, public: Public, *, budget_nanor
 
 
 def _domain(spec: ReportSpec) -> Any:
+    dp = opendp()
     series = [dp.series_domain(k, dp.atom_domain(T=str)) for k in spec.keys]
     series += [dp.series_domain(v, dp.atom_domain(T="i64")) for v in spec.values]
     return dp.with_margin(dp.lazyframe_domain(series), dp.polars.Margin(by=[], max_length=MAX_ROWS))
 
 
 def _aggregation(spec: ReportSpec, scales: dict[str, float]) -> pl.LazyFrame:
+    dp = opendp()  # also gives polars expressions their .dp namespace
     schema = {k: pl.String() for k in spec.keys} | {v: pl.Int64() for v in spec.values}
     exprs = [
         dp.len(scale=scales[a.column], signed=True).alias(a.column)
@@ -154,5 +157,5 @@ def _aggregation(spec: ReportSpec, scales: dict[str, float]) -> pl.LazyFrame:
 
 
 def _accuracy(measurement: Any, alpha: float) -> dict[str, float]:
-    summary = dp.summarize_polars_measurement(measurement, alpha=alpha)
+    summary = opendp().summarize_polars_measurement(measurement, alpha=alpha)
     return dict(zip(summary["column"].to_list(), summary["accuracy"].to_list(), strict=True))
