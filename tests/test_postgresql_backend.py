@@ -1,6 +1,7 @@
 """Our PostgreSQL backend (core/postgresql): parameters bound on the server keep integers
 beyond 32 bits exact, a statement with more parameters than the protocol carries still runs,
-and the health check skips only a connection proven in the last second."""
+the health check skips only a connection proven in the last second, and timestamps are read
+by psycopg's compiled loader, aware in UTC."""
 
 import uuid
 
@@ -99,3 +100,29 @@ def test_a_statement_with_more_parameters_than_the_protocol_carries_still_runs()
     keys = [uuid.uuid4() for _ in range(backend.MAX_BOUND_PARAMETERS + 10)] + [budget.pk]
     found = PrivacyBudget.objects.filter(pk__in=keys, period="2031-03")
     assert list(found.values_list("pk", flat=True)) == [budget.pk]
+
+
+def test_timestamps_are_read_aware_in_utc_by_psycopgs_compiled_loader():
+    import datetime as dt
+
+    from django.utils import timezone
+    from psycopg.pq import Format
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT %s::timestamptz, '2026-03-29 01:30:00.123456+02'::timestamptz,"
+            " NULL::timestamptz",
+            [timezone.now().replace(microsecond=7)],
+        )
+        written, shifted, missing = cursor.fetchone()
+        loader = cursor.connection.adapters.get_loader(backend.TIMESTAMPTZ, Format.TEXT)
+
+    assert written.tzinfo is dt.UTC and written.microsecond == 7
+    assert shifted == dt.datetime(2026, 3, 28, 23, 30, 0, 123456, tzinfo=dt.UTC)
+    assert shifted.tzinfo is dt.UTC
+    assert missing is None
+    assert loader is backend.COMPILED_TZ_LOADER
+    # What the ORM reads back is what it wrote, aware, in UTC.
+    budget = PrivacyBudget.objects.create(period="2031-03", cap_nanorho=1)
+    assert PrivacyBudget.objects.get(pk=budget.pk).created_at == budget.created_at
+    assert PrivacyBudget.objects.get(pk=budget.pk).created_at.tzinfo is dt.UTC
