@@ -30,9 +30,24 @@ def _converters(fields: tuple[models.Field, ...], vendor: str) -> tuple[tuple[in
     return tuple(out)
 
 
+_plans: dict[tuple[tuple[int, ...], str], tuple[tuple[int, tuple], ...]] = {}
+
+
+def _plan(fields: Sequence[models.Field]) -> tuple[tuple[int, tuple], ...]:
+    """_converters, looked up by the fields' identities: hashing thirty Field objects (their
+    __hash__ is Python) cost more than converting the row. Model fields live as long as the
+    process, so their ids stay theirs."""
+    vendor = connection.vendor
+    key = (tuple(map(id, fields)), vendor)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = _converters(tuple(fields), vendor)
+    return plan
+
+
 def convert(rows: Sequence[Sequence[Any]], fields: Sequence[models.Field]) -> list[tuple]:
     """The rows (as tuples) with column i converted as `fields[i]` is when Django reads it."""
-    plan = _converters(tuple(fields), connection.vendor)
+    plan = _plan(fields)
     if not plan:  # e.g. PostgreSQL's driver already gives UUIDs and aware datetimes
         return [tuple(row) for row in rows]
     out = []
@@ -59,8 +74,12 @@ def fields_of(model: type[models.Model]) -> list[models.Field]:
 
 def instance(model: type[models.Model], values: Sequence[Any]) -> models.Model:
     """An instance from its concrete fields' converted values (in the order of `columns`)."""
-    names = [f.attname for f in model._meta.concrete_fields]
-    return model.from_db(connection.alias, names, list(values))
+    return model.from_db(connection.alias, _attnames(model), list(values))
+
+
+@functools.cache
+def _attnames(model: type[models.Model]) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields]
 
 
 def marks(n: int) -> str:
