@@ -147,13 +147,13 @@ Part = tuple[type[models.Model], Sequence[str], Sequence[Sequence[Any]]]
 def insert_tables(parts: Sequence[Part]) -> None:
     """Insert (model, fields, rows) into several tables at once, rows as insert_rows takes
     them (or as object_rows makes them). On PostgreSQL the tables with fewer than
-    COPY_MIN_ROWS rows go in one statement: each table's rows sent as one JSON array of
-    arrays, each table's INSERT a WITH clause of it; one round trip, one execution and one
-    parameter a table, where executemany executes every row apart (a live round's writes:
-    four to six tables of a few rows). Larger tables go by COPY; SQLite inserts table by
-    table. The inserts of one statement run in no fixed order, so the foreign keys between
-    them must be deferred, as Django's are; and a float NaN arrives as NULL (JSON has none).
-    """
+    COPY_MIN_ROWS rows go in one statement: each table's rows sent as one jsonb array of
+    arrays (json would be parsed again for each column read), each table's INSERT a WITH
+    clause of it; one round trip, one execution and one parameter a table, where executemany
+    executes every row apart (a live round's writes: four to six tables of a few rows).
+    Larger tables go by COPY; SQLite inserts table by table. The inserts of one statement run
+    in no fixed order, so the foreign keys between them must be deferred, as Django's are;
+    and a float NaN arrives as NULL (JSON has none)."""
     parts = [part for part in parts if part[2]]
     few: list[Part] = []
     for model, fields, rows in parts:
@@ -191,10 +191,8 @@ def _tables_sql(tables: tuple[tuple[type[models.Model], tuple[str, ...]], ...]) 
             f"(r->>{i})::{meta.get_field(f).db_type(connection)}" for i, f in enumerate(fields)
         )
         # Names from the models' metadata; the rows are one bound parameter.
-        table = quote(meta.db_table)
-        inserts.append(
-            f"INSERT INTO {table} ({columns}) SELECT {values} FROM jsonb_array_elements(%s::jsonb) r"  # noqa: S608
-        )
+        table, rows = quote(meta.db_table), "jsonb_array_elements(%s::jsonb) r"
+        inserts.append(f"INSERT INTO {table} ({columns}) SELECT {values} FROM {rows}")  # noqa: S608
     *first, last = inserts
     with_ = ", ".join(f"w{i} AS ({insert})" for i, insert in enumerate(first))
     return f"WITH {with_} {last}" if first else last

@@ -126,3 +126,6 @@ def test_timestamps_are_read_aware_in_utc_by_psycopgs_compiled_loader():
     budget = PrivacyBudget.objects.create(period="2031-03", cap_nanorho=1)
     assert PrivacyBudget.objects.get(pk=budget.pk).created_at == budget.created_at
     assert PrivacyBudget.objects.get(pk=budget.pk).created_at.tzinfo is dt.UTC
+    # And through a server-side cursor (iterator()), which Django names.
+    [streamed] = PrivacyBudget.objects.filter(pk=budget.pk).iterator(chunk_size=1)
+    assert streamed.created_at == budget.created_at and streamed.created_at.tzinfo is dt.UTC

@@ -95,11 +95,18 @@ class DatabaseWrapper(base.DatabaseWrapper):
         return self.timezone is dt.UTC
 
     def create_cursor(self, name: str | None = None) -> Any:
-        # Django's checks the connection's timestamptz loader for its time zone attribute,
-        # which the compiled loader does not have; in UTC it needs nothing more.
-        if name is None and self._utc:
+        """Django's, less its check of the timestamptz loader's time zone attribute, which
+        the compiled loader does not have (in UTC no cursor needs a loader of its own)."""
+        if not self._utc:
+            return super().create_cursor(name)
+        if not name:
             return self.connection.cursor()
-        return super().create_cursor(name)
+        autocommit = self.connection.autocommit
+        if self.settings_dict["OPTIONS"].get("server_side_binding") is not True:
+            return base.ServerSideCursor(
+                self.connection, name=name, scrollable=False, withhold=autocommit
+            )
+        return self.connection.cursor(name, scrollable=False, withhold=autocommit)
 
     def close_if_health_check_failed(self) -> None:
         if (
