@@ -54,6 +54,7 @@ from demo.benchmarks.recommender import (
     population_create,
     postgres_cpu_seconds,
     scratch_models,
+    settle,
     stop_process,
     subprocess_env,
 )
@@ -131,6 +132,7 @@ def bench_inbox(*, quick: bool = False) -> dict[str, Any]:
         _, features = decision_profile(tokens[:10], measured=0)
         rest = Population(population.patient_ids[10:], tokens[10:])
         ready = inbox_rows(rest, delivered=2, ready_share=0.25, now=timezone.now(), seed=5)
+        settle()
         profile = inbox_profile(rest.tokens[: scale.profile + 5])
         tokens = rest.tokens[scale.profile + 5 :]
         env = _bare_env(subprocess_env(models_dir=models_dir), models_dir, model, features, scratch)
@@ -165,6 +167,7 @@ def _setup(scale: Scale, *, history: int) -> tuple[Population, Any, dt.datetime]
     started = timezone.now()
     population = population_create(scale.patients, seed=3, history=history, now=started)
     model = champion_from_simulator(patients=scale.model_patients, days=scale.model_days)
+    settle()
     return population, model, started
 
 
