@@ -8,6 +8,7 @@ import functools
 import os
 import time
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -130,7 +131,7 @@ def insert_new_rows(
         return list(model.objects.filter(pk__in=[row[0] for row in rows]).values_list(*returning))
     quote = connection.ops.quote_name
     columns = ", ".join(quote(meta.get_field(f).column) for f in fields)
-    arrays = ", ".join(f"%s::{meta.get_field(f).db_type(connection)}[]" for f in fields)
+    arrays = ", ".join(f"%s::{_cast_type(meta.get_field(f))}[]" for f in fields)
     wanted = [meta.get_field(f) for f in returning]
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608
@@ -172,10 +173,18 @@ def insert_tables(parts: Sequence[Part]) -> None:
 
 def _as_json(value: Any) -> Any:
     """A value orjson does not write itself: a JSON field's prepared value (psycopg's Jsonb)
-    goes as its JSON text, which the statement parses."""
+    goes as its JSON text, which the statement parses; a Decimal as its digits."""
     if hasattr(value, "obj"):
         return orjson.dumps(value.obj).decode()
+    if isinstance(value, Decimal):
+        return str(value)
     raise TypeError(type(value).__name__)
+
+
+def _cast_type(field: models.Field) -> str:
+    """The column's type without its modifier: an explicit cast to varchar(40) would cut a
+    longer value short in silence, where storing it into the column refuses it."""
+    return str(field.db_type(connection)).split("(")[0]
 
 
 @functools.lru_cache(maxsize=64)
@@ -188,7 +197,7 @@ def _tables_sql(tables: tuple[tuple[type[models.Model], tuple[str, ...]], ...]) 
         meta = model._meta
         columns = ", ".join(quote(meta.get_field(f).column) for f in fields)
         values = ", ".join(
-            f"(r->>{i})::{meta.get_field(f).db_type(connection)}" for i, f in enumerate(fields)
+            f"(r->>{i})::{_cast_type(meta.get_field(f))}" for i, f in enumerate(fields)
         )
         # Names from the models' metadata; the rows are one bound parameter.
         table, rows = quote(meta.db_table), "jsonb_array_elements(%s::jsonb) r"

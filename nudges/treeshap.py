@@ -65,8 +65,8 @@ class PathTables:
     @classmethod
     def build(cls, booster: Any, *, max_entries: int = MAX_TABLE_ENTRIES) -> "PathTables | None":
         """Tables for a single-output LightGBM Booster (the trees its `predict` uses), or
-        None when they would exceed `max_entries` or the model is of a kind they do not
-        cover (several outputs per iteration, linear trees)."""
+        None when they would exceed `max_entries` (the categories' table too) or the model
+        is of a kind they do not cover (several outputs per iteration, linear trees)."""
         model = booster.dump_model()
         if model.get("num_tree_per_iteration", 1) != 1 or model.get("num_class", 1) != 1:
             return None
@@ -89,7 +89,9 @@ class PathTables:
                 bias += (count / total) * leaf.value
             leaves.extend(leaf for _, leaf, _ in tree_leaves)
         entries = sum((1 << len(leaf.zero_fraction)) * len(leaf.zero_fraction) for leaf in leaves)
-        if entries > max_entries:
+        # Categorical splits are kept as a dense (splits x categories) table of booleans.
+        categories = [max(c) + 1 for c in splits.categories if c]
+        if entries > max_entries or len(categories) * max(categories, default=0) > max_entries:
             return None
         return cls(len(model["feature_names"]), splits, leaves, bias)
 

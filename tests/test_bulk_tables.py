@@ -6,11 +6,11 @@ preparation: JSON, UUIDs, aware datetimes)."""
 import datetime as dt
 
 import pytest
-from django.db import connection
+from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from core.bulk import COPY_MIN_ROWS, DbFormat, insert_tables, object_rows
+from core.bulk import COPY_MIN_ROWS, DbFormat, insert_new_rows, insert_tables, object_rows
 from nudges import rows as columns
 from nudges.models import Decision, DecisionPoint, Delivery, ReviewKind, ReviewRequest
 from safety.models import MedicalGroup
@@ -98,3 +98,25 @@ def test_rows_of_several_tables_read_back_as_written(patient_a, n):
         assert statement["sql"].count("INSERT INTO") == 4
     elif connection.vendor == "postgresql":  # by COPY, which Django's query log does not see
         assert not any("INSERT" in query["sql"] for query in queries)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("n", [1, 2], ids=["one row", "one statement"])
+def test_a_value_too_long_for_its_column_is_refused_not_cut_short(patient_a, n):
+    points = _points(patient_a[0], n, timezone.now().replace(microsecond=0))
+    points[-1] = (*points[-1][:5], "x" * 21)  # trigger is at most 20 characters
+
+    with pytest.raises(DataError), transaction.atomic():
+        insert_tables([(DecisionPoint, columns.POINT_COLUMNS, points)])
+
+    assert not DecisionPoint.objects.filter(trigger__startswith="x").exists()
+
+
+@pytest.mark.postgres
+def test_a_claimed_row_too_long_for_its_column_is_refused_not_cut_short(patient_a):
+    [point] = _points(patient_a[0], 1, timezone.now().replace(microsecond=0))
+
+    with pytest.raises(DataError), transaction.atomic():
+        insert_new_rows(
+            DecisionPoint, columns.POINT_COLUMNS, [(*point[:5], "y" * 21)], returning=["id"]
+        )

@@ -137,3 +137,19 @@ def test_the_bundle_explains_with_its_tables() -> None:
     got = bundle.contributions(rows)
     assert isinstance(bundle.explainer(), PathTables)
     np.testing.assert_allclose(got, booster.predict(rows, pred_contrib=True), atol=1e-9)
+
+
+def test_categories_too_many_for_a_dense_table_keep_lightgbms_contributions() -> None:
+    rng = np.random.default_rng(6)
+    x = np.column_stack([rng.normal(size=2_000), rng.integers(0, 5, size=2_000) * 100_000.0])
+    y = ((x[:, 1] == 200_000) | (x[:, 0] > 1)).astype(float)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "min_data_per_group": 5, "cat_smooth": 1},
+        lgb.Dataset(x, y, categorical_feature=[1]),
+        5,
+    )
+    assert any(
+        "==" in str(t["tree_structure"]) for t in booster.dump_model()["tree_info"]
+    )  # it did split on the category
+    assert PathTables.build(booster, max_entries=1_000_000) is None
+    assert PathTables.build(booster, max_entries=10_000_000) is not None
