@@ -174,8 +174,8 @@ def _facts_query(n: int, vendor: str) -> str:
     """The facts of n patients as one UNION of (kind, patient, name, value, groups key,
     group): agenda goals (g), group memberships (m, with the group's key in the groups key's
     place), consents (c), declines (d) and standing approvals of the rule set in force,
-    unexpired (a). Parameters: the patient ids five times,
-    the rule set version and now. Cached per size and database vendor."""
+    unexpired (a). Parameters: the patient ids five times, the rule set version and now.
+    Cached per size and database vendor."""
     q = connection.ops.quote_name
     ids = raw.marks(n)
 

@@ -339,8 +339,7 @@ def outcomes_write(
     ready), its first transition, and its review request or push. Every later move towards
     the patient passes the safety gate again. One statement for all of a live round's rows,
     one COPY per table for a batch chunk's thousand (core.bulk.insert_tables). Returns, per
-    outcome, the
-    decision's key, its delivery's key and route (None without a nudge)."""
+    outcome, the decision's key, its delivery's key and route (None without a nudge)."""
     db = DbFormat()
     stamp = db.datetime(now)
     expiry = dt.timedelta(hours=settings.NUDGE_EXPIRY_HOURS)
