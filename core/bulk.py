@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 from django.db import connection, models
 
-from core import raw
+from core import pipeline, raw
 
 
 class DbFormat:
@@ -121,25 +121,43 @@ def insert_new_rows(
     The first field is the primary key and each row's key is new (core.ids): a row holding
     one of them afterwards was inserted by this call. PostgreSQL does it in one statement
     (each column sent as an array, RETURNING); SQLite inserts, then reads those keys back."""
+    return pipeline.run(new_rows_reader(model, fields, rows, returning=returning))
+
+
+def new_rows_reader(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    returning: Sequence[str],
+) -> pipeline.Reader[list[tuple]]:
+    """insert_new_rows as a reader (core.pipeline): on PostgreSQL its one statement is read
+    with other queries."""
     if not rows:
         return []
     meta = model._meta
     if not meta.get_field(fields[0]).primary_key:
         raise ValueError("the first field must be the primary key")
+    wanted = [meta.get_field(f) for f in returning]
     if connection.vendor != "postgresql":
         insert_rows(model, fields, rows, ignore_conflicts=True)
-        return list(model.objects.filter(pk__in=[row[0] for row in rows]).values_list(*returning))
+        keys = [meta.pk.get_db_prep_value(row[0], connection) for row in rows]
+        sql = (
+            f"SELECT {', '.join(connection.ops.quote_name(f.column) for f in wanted)} "  # noqa: S608
+            f"FROM {raw.table(model)} WHERE {connection.ops.quote_name(meta.pk.column)} "
+            f"IN ({raw.marks(len(keys))})"
+        )
+        [found] = yield [(sql, keys)]
+        return raw.convert(found, wanted)
     quote = connection.ops.quote_name
     columns = ", ".join(quote(meta.get_field(f).column) for f in fields)
     arrays = ", ".join(f"%s::{_cast_type(meta.get_field(f))}[]" for f in fields)
-    wanted = [meta.get_field(f) for f in returning]
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608
         f"ON CONFLICT DO NOTHING RETURNING {', '.join(quote(f.column) for f in wanted)}"
     )
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
-        return raw.convert(cursor.fetchall(), wanted)
+    [inserted] = yield [(sql, [list(column) for column in zip(*rows, strict=True)])]
+    return raw.convert(inserted, wanted)
 
 
 Part = tuple[type[models.Model], Sequence[str], Sequence[Sequence[Any]]]

@@ -4,7 +4,7 @@ import secrets
 
 from django.db import connection
 
-from core import raw
+from core import pipeline, raw
 from core.models import CacheStamp
 
 
@@ -18,11 +18,14 @@ def stamp_bump(name: str) -> None:
 
 def stamps_read(names: tuple[str, ...]) -> tuple[int, ...]:
     """The current versions of `names`, in order (0 for a stamp never bumped), in one query."""
+    return pipeline.run(stamps_reader(names))
+
+
+def stamps_reader(names: tuple[str, ...]) -> pipeline.Reader[tuple[int, ...]]:
+    """stamps_read as a reader (core.pipeline), to be read with other queries."""
     table = connection.ops.quote_name(CacheStamp._meta.db_table)
-    with connection.cursor() as cursor:  # hand-written: read on every decision
-        cursor.execute(
-            f"SELECT name, version FROM {table} WHERE name IN ({raw.marks(len(names))})",  # noqa: S608
-            list(names),
-        )
-        found = dict(cursor.fetchall())
+    [rows] = yield [  # hand-written: read on every decision
+        (f"SELECT name, version FROM {table} WHERE name IN ({raw.marks(len(names))})", list(names))  # noqa: S608
+    ]
+    found = dict(rows)
     return tuple(found.get(name, 0) for name in names)

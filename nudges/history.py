@@ -6,6 +6,8 @@ An event (a nudge sent, a nudge acted on) at time t_k with weight x_k contribute
 x_k * exp(-(t - t_k) / tau) at a later time t; only events strictly before t count. Times are
 in days."""
 
+from collections.abc import Sequence
+
 import numpy as np
 import polars as pl
 
@@ -102,22 +104,48 @@ def _scan_small(event_key, event_time, event_weight, query_key, query_time, tau)
 
 def _scan_at(event_key, event_time, event_weight, query_key, at, tau):  # type: ignore[no-untyped-def]
     """The same sums when every query is at the same moment `at` (the engine deciding now,
-    live or in a batch): one grouped sum over the events before it. For sixteen patients'
-    pairs it is about a hundred times faster than comparing every query with every event."""
+    live or in a batch): see sums_at."""
+    [total], last = sums_at(
+        event_key=event_key,
+        event_time=event_time,
+        query_key=query_key,
+        at=at,
+        weighted=[(event_weight, tau)],
+    )
+    return total, last
+
+
+def sums_at(
+    *,
+    event_key: np.ndarray,
+    event_time: np.ndarray,
+    query_key: np.ndarray,
+    at: float,
+    weighted: Sequence[tuple[np.ndarray, float]],
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """For queries all at the moment `at`: the decayed sum for each (event weights, tau) of
+    `weighted`, and the time of the last event (NaN when none), of the events with the query's
+    key strictly before `at`. One grouping of the events serves every sum: for sixteen
+    patients' pairs it is about a hundred times faster than comparing every query with every
+    event, and the engine asks for several sums over the same keys."""
     event_time = np.asarray(event_time, dtype=float)
     before = event_time < at
     keys, group = np.unique(np.asarray(event_key, dtype=np.int64)[before], return_inverse=True)
+    query_key = np.asarray(query_key, dtype=np.int64)
+    if not len(keys):
+        zeros = np.zeros(len(query_key))
+        return [zeros.copy() for _ in weighted], np.full(len(query_key), np.nan)
     times = event_time[before]
-    weights = np.asarray(event_weight, dtype=float)[before] * np.exp(-(at - times) / tau)
-    sums = np.bincount(group, weights=weights, minlength=len(keys))
+    position = np.minimum(np.searchsorted(keys, query_key), len(keys) - 1)
+    found = keys[position] == query_key
+    totals = []
+    for weight, tau in weighted:
+        decayed = np.asarray(weight, dtype=float)[before] * np.exp(-(at - times) / tau)
+        sums = np.bincount(group, weights=decayed, minlength=len(keys))
+        totals.append(np.where(found, sums[position], 0.0))
     lasts = np.full(len(keys), -np.inf)
     np.maximum.at(lasts, group, times)
-    query_key = np.asarray(query_key, dtype=np.int64)
-    position = np.minimum(np.searchsorted(keys, query_key), max(len(keys) - 1, 0))
-    found = (keys[position] == query_key) if len(keys) else np.zeros(len(query_key), bool)
-    total = np.where(found, sums[position] if len(keys) else 0.0, 0.0)
-    last = np.where(found, lasts[position] if len(keys) else np.nan, np.nan)
-    return total, last
+    return totals, np.where(found, lasts[position], np.nan)
 
 
 def pair_codes(first: np.ndarray, second: np.ndarray, second_size: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 
-from core import raw
+from core import pipeline, raw
 from core.bulk import DbFormat
 from nudges import lifecycle
 from nudges.availability import local_day_start
@@ -108,6 +108,34 @@ def patients_facts(
     gives `deliveries`). Groups are None (unknown, so every candidate goes to review) until the
     patient's codes have been mapped to groups; standing approvals count only when given under
     the active rule set for the patient's current groups, and not yet expired."""
+    rows = pipeline.run(facts_reader(patients, now=now, ruleset_version=ruleset_version))
+    return facts_assemble(
+        patients, rows, now=now, ruleset_version=ruleset_version, deliveries=deliveries, arms=arms
+    )
+
+
+def facts_reader(
+    patients: Sequence[Patient], *, now: dt.datetime, ruleset_version: int | None
+) -> pipeline.Reader[list[tuple]]:
+    """The facts query's rows (patients_facts), as a reader (core.pipeline) to be read with
+    other queries."""
+    db = DbFormat()
+    keys = [db.id(p.pk) for p in patients]
+    sql = _facts_query(len(keys), connection.vendor)
+    [rows] = yield [(sql, [*keys * 5, ruleset_version, db.datetime(now)])]
+    return rows
+
+
+def facts_assemble(
+    patients: Sequence[Patient],
+    rows: Sequence[tuple],
+    *,
+    now: dt.datetime,
+    ruleset_version: int | None,
+    deliveries: Sequence[tuple],
+    arms: Sequence[str],
+) -> list[PatientFacts]:
+    """patients_facts from the facts query's rows, read for this `ruleset_version` and `now`."""
     db = DbFormat()
     keys = [db.id(p.pk) for p in patients]
     agenda: dict[Any, list[tuple[float, str]]] = defaultdict(list)
@@ -116,29 +144,26 @@ def patients_facts(
     consent: dict[Any, dict[str, bool]] = defaultdict(dict)
     declined: dict[Any, set[str]] = defaultdict(set)
     approvals: dict[Any, list[tuple[str, str, str]]] = defaultdict(list)
-    sql = _facts_query(len(keys), connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*keys * 5, ruleset_version, db.datetime(now)])
-        for kind, pid, name, value, groups_key_, group in cursor.fetchall():
-            pid = db.id(pid)
-            if kind == "g":
-                agenda[pid].append((-value, name))
-            elif kind == "m":
-                groups[pid].add(name)
-                group_keys[name] = uuid.UUID(groups_key_)
-            elif kind == "c":
-                consent[pid][name] = bool(value)
-            elif kind == "d":
-                declined[pid].add(name)
-            else:
-                approvals[pid].append((name, groups_key_, group or ""))
-    rows: dict[Any, list[tuple]] = defaultdict(list)
+    for kind, pid, name, value, groups_key_, group in rows:
+        pid = db.id(pid)
+        if kind == "g":
+            agenda[pid].append((-value, name))
+        elif kind == "m":
+            groups[pid].add(name)
+            group_keys[name] = uuid.UUID(groups_key_)
+        elif kind == "c":
+            consent[pid][name] = bool(value)
+        elif kind == "d":
+            declined[pid].add(name)
+        else:
+            approvals[pid].append((name, groups_key_, group or ""))
+    delivered: dict[Any, list[tuple]] = defaultdict(list)
     for row in deliveries:
-        rows[db.id(row[0])].append(row)
+        delivered[db.id(row[0])].append(row)
     purposes = Purpose.values
     out = []
     for p, key, arm in zip(patients, keys, arms, strict=True):
-        history = delivery_history(p, now=now, deliveries=rows[key])
+        history = delivery_history(p, now=now, deliveries=delivered[key])
         known = frozenset(groups[key]) if p.groups_refreshed_at else None
         approved: dict[str, set[str]] = defaultdict(set)
         if known is not None and ruleset_version is not None:

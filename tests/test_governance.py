@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 from django.utils import timezone
+from numpy.random import default_rng
 
 from clinicians.governance import ruleset_activate, ruleset_dry_run, ruleset_submit
 from core.errors import ApplicationError
@@ -14,14 +15,17 @@ from nudges.models import (
     Delivery,
     DeliveryState,
     DeliveryTransition,
+    Outcome,
     ReviewKind,
     ReviewRequest,
     ReviewState,
     Template,
+    TemplateDecline,
     TemplateStatus,
 )
 from nudges.services import gate
 from nudges.services.catalogue import catalogue_snapshot
+from nudges.services.decisions import decision_make
 from safety.models import (
     MedicalGroup,
     Rule,
@@ -591,6 +595,48 @@ def test_a_standing_approval_given_under_the_old_rule_set_lapses_on_activation(
     delivery.refresh_from_db()
     assert delivery.state == S.AWAITING_REVIEW
     assert ReviewRequest.objects.filter(delivery=delivery, state=ReviewState.PENDING).exists()
+
+
+def _next_nudge(patient, at):  # type: ignore[no-untyped-def]
+    for attempt in range(120):
+        decision, _ = decision_make(
+            patient=patient, now=at + dt.timedelta(minutes=attempt), rng=default_rng(attempt)
+        )
+        if decision.outcome == Outcome.NUDGE:
+            return Delivery.objects.select_related("template", "decision").get(decision=decision)
+    raise AssertionError("the policy never chose a nudge")
+
+
+def test_a_process_that_served_the_old_rule_set_does_not_count_its_approvals_after_activation(
+    author, signer, clinician_cardio
+):
+    # A decision reads the patient's standing approvals in the same round trip as the stamps
+    # that say which rule set is in force, so it asks for those of the set this process served
+    # with last; after an activation that guess is the old set, and its approvals must not let
+    # the nudge through.
+    patient, _ = make_patient(goals={"activity": 1.0}, groups=("hypertension",))
+    for slug in set(Template.objects.filter(goal="activity").values_list("slug", flat=True)):
+        if slug != "interval-training":  # HTN-VIGOROUS-01 sends it to review
+            TemplateDecline.objects.create(patient=patient, slug=slug)
+    StandingApproval.objects.create(
+        patient=patient,
+        template_slug="interval-training",
+        group=MedicalGroup.objects.get(slug="hypertension"),
+        granted_by=clinician_cardio,
+        ruleset_version=active_rule_set().version,
+        groups_key="hypertension",
+        expires_at=timezone.now() + dt.timedelta(days=30),
+    )
+    catalogue_snapshot()  # this process serves the set in force
+    approved = _next_nudge(patient, timezone.now())
+    assert (approved.template.slug, approved.state) == ("interval-training", S.READY)
+
+    ruleset_activate(rule_set=proposed_set(author), by=signer)
+    later = _next_nudge(patient, timezone.now() + dt.timedelta(days=4))
+
+    assert (later.template.slug, later.state) == ("interval-training", S.AWAITING_REVIEW)
+    assert "approved" not in later.decision.receipt["safety"]
+    assert ReviewRequest.objects.filter(delivery=later, state=ReviewState.PENDING).exists()
 
 
 # Discarding --------------------------------------------------------------------------------

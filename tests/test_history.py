@@ -54,3 +54,32 @@ def test_an_event_at_the_moment_of_the_query_does_not_count():
         tau=1.0,
     )
     assert (total == 0).all()
+
+
+@pytest.mark.parametrize("events", [0, 1, 300])
+def test_several_sums_at_one_moment_match_the_definition(events):
+    # sums_at: what the engine asks when it decides (several weights and scales over the same
+    # keys, one grouping of the events)
+    rng = np.random.default_rng(events)
+    event_key = rng.integers(0, 40, events)
+    event_time = np.round(rng.uniform(0, 60, events), 1)
+    acted = (rng.random(events) < 0.3).astype(float)
+    ones = np.ones(events)
+    query_key = rng.integers(0, 50, 200)
+    at = 30.0
+    totals, last = H.sums_at(
+        event_key=event_key,
+        event_time=event_time,
+        query_key=query_key,
+        at=at,
+        weighted=[(ones, 3.0), (acted, 7.0), (acted, 14.0)],
+    )
+    assert len(totals) == 3
+    when = np.full(len(query_key), at)
+    for total, (weight, tau) in zip(
+        totals, [(ones, 3.0), (acted, 7.0), (acted, 14.0)], strict=True
+    ):
+        expected, expected_last = _brute(event_key, event_time, weight, query_key, when, tau)
+        np.testing.assert_allclose(total, expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(np.isnan(last), np.isnan(expected_last))
+    np.testing.assert_allclose(last[~np.isnan(last)], expected_last[~np.isnan(expected_last)])

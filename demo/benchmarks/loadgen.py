@@ -60,7 +60,8 @@ class Spec:
             yield (head + f"Authorization: Token {token}\r\n\r\n").encode() + body
 
     def cap(self) -> int:
-        counts = [c for c in (self.limit, len(self.tokens) if self.tokens else None) if c]
+        tokens = len(self.tokens) if self.tokens is not None else None
+        counts = [c for c in (self.limit, tokens) if c is not None]
         return min(counts) if counts else sys.maxsize
 
 

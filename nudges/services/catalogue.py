@@ -172,6 +172,13 @@ def catalogue_snapshot(versions: tuple[int, ...] | None = None) -> Snapshot:
         return _cached
 
 
+def cached_ruleset_version() -> int | None:
+    """The rule set version of the snapshot this process serves with now, if any (it may be
+    out of date: a guess, for reads sent before the stamps are read)."""
+    snapshot = _cached
+    return snapshot.ruleset_version if snapshot is not None else None
+
+
 def _build_snapshot(stamp: tuple) -> Snapshot:
     templates = _templates_in_use()
     column = {t.id: i for i, t in enumerate(templates)}

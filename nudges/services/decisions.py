@@ -18,8 +18,8 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core import raw
-from core.bulk import DbFormat, insert_new_rows, insert_tables
+from core import pipeline, raw
+from core.bulk import DbFormat, insert_tables, new_rows_reader
 from nudges import decide as core
 from nudges import rows as columns
 from nudges.availability import DeliveryLimits
@@ -33,10 +33,11 @@ from nudges.models import (
     PushMessage,
     Trigger,
 )
-from nudges.selectors import patients_facts
-from nudges.services.registry import serving_state
+from nudges.selectors import facts_assemble, facts_reader
+from nudges.services.catalogue import cached_ruleset_version
+from nudges.services.registry import ServingState, serving_state_reader
 from nudges.services.reviews import review_deadline, review_rows
-from nudges.services.serving import HISTORY_DAYS, model_inputs, recent_deliveries
+from nudges.services.serving import HISTORY_DAYS, model_inputs, recent_deliveries_reader
 from patients.models import Patient
 
 
@@ -113,8 +114,13 @@ def decisions_make(
     moments = [(ask.moment or now or asked_at).replace(second=0, microsecond=0) for ask in asks]
     with transaction.atomic():
         locked = _lock([ask.patient.pk for ask in asks])
-        points = _claim(asks, moments, locked)
         now = now or timezone.now()
+        # The claim and the reads in one round trip: read for every asked patient, as all
+        # but a repeat within the minute are decided.
+        points, loaded = pipeline.gather(
+            _claim_reader(asks, moments, locked),
+            loading_reader([locked[ask.patient.pk] for ask in asks], now=now),
+        )
         made: list[tuple[Decision, bool] | None] = [None] * len(asks)
         new = [i for i, ask in enumerate(asks) if ask.patient.pk in points]
         if new:
@@ -124,6 +130,7 @@ def decisions_make(
                 [points[asks[i].patient.pk] for i in new],
                 now=now,
                 rng=rng or np.random.default_rng(secrets.randbits(64)),
+                loaded=loaded if len(new) == len(asks) else None,
             )
             for i, decision in zip(new, decisions, strict=True):
                 made[i] = (decision, True)
@@ -160,10 +167,11 @@ def _patient(values: Sequence[Any]) -> Patient:
     return cast(Patient, raw.instance(Patient, values))
 
 
-def _claim(
+def _claim_reader(
     asks: Sequence[DecisionAsk], moments: list[dt.datetime], locked: dict[Any, Patient]
-) -> dict[Any, DecisionPoint]:
-    """Insert the decision points not taken yet; patient -> the point inserted now."""
+) -> pipeline.Reader[dict[Any, DecisionPoint]]:
+    """Insert the decision points not taken yet; patient -> the point inserted now. A reader
+    (core.pipeline), read with the decision's reads."""
     db = DbFormat()
     stamp = timezone.now()
     ids = db.new_ids(len(asks), stamp)
@@ -173,8 +181,10 @@ def _claim(
         for i, ask in enumerate(asks)
     ]
     claimed = dict(
-        insert_new_rows(
-            DecisionPoint, list(columns.POINT_COLUMNS), rows, returning=["patient", "id"]
+        (
+            yield from new_rows_reader(
+                DecisionPoint, list(columns.POINT_COLUMNS), rows, returning=["patient", "id"]
+            )
         )
     )
     points = {}
@@ -210,6 +220,7 @@ def _decide(
     *,
     now: dt.datetime,
     rng: np.random.Generator,
+    loaded: "Loaded | None",
 ) -> list[Decision]:
     """Decide for the locked patients, persist the receipts and route the chosen nudges."""
     snapshot, facts, outcomes = outcomes_for(
@@ -218,8 +229,45 @@ def _decide(
         triggers=[str(ask.trigger) for ask in asks],
         contexts=[ask.context or {} for ask in asks],
         rng=rng,
+        loaded=loaded,
     )
     return _persist(points, patients, facts, outcomes, snapshot, now)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What deciding reads for some patients (loading_reader), in their order."""
+
+    state: ServingState
+    deliveries: list[tuple]
+    facts: list[core.PatientFacts]
+
+
+def loading_reader(patients: Sequence[Patient], *, now: dt.datetime) -> pipeline.Reader[Loaded]:
+    """The serving state, the patients' recent deliveries and their facts, in one round trip
+    (a reader, core.pipeline). The facts depend on the rule set in force, which the stamps
+    read beside them tell: they are read for the rule set this process served with last,
+    and read again in the rare case the stamps show another."""
+    guess = cached_ruleset_version()
+    state, deliveries, rows = yield from pipeline.together(
+        serving_state_reader(),
+        recent_deliveries_reader(
+            [patient.pk for patient in patients], since=now - dt.timedelta(days=HISTORY_DAYS)
+        ),
+        facts_reader(patients, now=now, ruleset_version=guess),
+    )
+    ruleset_version = state[0].ruleset_version
+    if ruleset_version != guess:
+        rows = yield from facts_reader(patients, now=now, ruleset_version=ruleset_version)
+    facts = facts_assemble(
+        patients,
+        rows,
+        now=now,
+        ruleset_version=ruleset_version,
+        deliveries=deliveries,
+        arms=[arm_of(patient) for patient in patients],
+    )
+    return Loaded(state, deliveries, facts)
 
 
 def outcomes_for(
@@ -229,19 +277,17 @@ def outcomes_for(
     triggers: list[str],
     contexts: list[dict[str, Any]] | None,
     rng: np.random.Generator,
+    loaded: Loaded | None = None,
 ) -> tuple[core.Snapshot, list[core.PatientFacts], list[core.Outcome]]:
-    """Load what deciding needs for these patients (the serving state, their recent
-    deliveries, their facts, the model's inputs) and call the pure `decide` once for all of
+    """Load what deciding needs for these patients (loading_reader, unless the caller has
+    `loaded` it already; then the model's inputs) and call the pure `decide` once for all of
     them; live decisions and batch chunks both decide through here. Writes nothing."""
-    snapshot, recommender, problem = serving_state()
-    pks = [patient.pk for patient in patients]
-    deliveries = recent_deliveries(pks, since=now - dt.timedelta(days=HISTORY_DAYS))
-    facts = patients_facts(
-        patients,
-        now=now,
-        ruleset_version=snapshot.ruleset_version,
-        deliveries=deliveries,
-        arms=[arm_of(patient) for patient in patients],
+    if loaded is None:
+        loaded = pipeline.run(loading_reader(patients, now=now))
+    (snapshot, recommender, problem), deliveries, facts = (
+        loaded.state,
+        loaded.deliveries,
+        loaded.facts,
     )
     inputs = None
     if recommender is not None:

@@ -16,8 +16,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core import pipeline
 from core.errors import ApplicationError
-from core.stamps import stamp_bump, stamps_read
+from core.stamps import stamp_bump, stamps_read, stamps_reader
 from nudges import baseline
 from nudges.decide import Recommender, Snapshot
 from nudges.models import ModelStatus, ModelVersion
@@ -72,10 +73,18 @@ def _load_champion() -> Champion:
         return Champion(row.version, None, "model_unavailable")
 
 
-def serving_state() -> tuple[Snapshot, Recommender | None, str | None]:
+ServingState = tuple[Snapshot, Recommender | None, str | None]
+
+
+def serving_state() -> ServingState:
     """What a decision serves with: the catalogue snapshot and the recommender prepared for
     it (or None and why not), with one read of all their cache stamps."""
-    *versions, models = stamps_read((*STAMPS, MODELS_STAMP))
+    return pipeline.run(serving_state_reader())
+
+
+def serving_state_reader() -> pipeline.Reader[ServingState]:
+    """serving_state as a reader (core.pipeline), to be read with other queries."""
+    *versions, models = yield from stamps_reader((*STAMPS, MODELS_STAMP))
     snapshot = catalogue_snapshot(tuple(versions))
     return (snapshot, *recommender_for(snapshot, models_stamp=(models,)))
 

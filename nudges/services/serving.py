@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from core import raw
+from core import pipeline, raw
 from core.bulk import DbFormat
 from nudges import features as F
 from nudges import history as hist
@@ -23,14 +23,21 @@ HISTORY_DAYS = 60  # beyond this the decayed counts (14-day scale at most) are n
 def recent_deliveries(patient_ids: Sequence[Any], *, since: dt.datetime) -> list[tuple]:
     """(patient_id, slug, version, goal, category, created_at, state) of the patients'
     deliveries since `since`, in one query."""
+    return pipeline.run(recent_deliveries_reader(patient_ids, since=since))
+
+
+def recent_deliveries_reader(
+    patient_ids: Sequence[Any], *, since: dt.datetime
+) -> pipeline.Reader[list[tuple]]:
+    """recent_deliveries as a reader (core.pipeline), to be read with other queries."""
     db = DbFormat()
     sql = (
         "SELECT d.patient_id, t.slug, t.version, t.goal, t.category, d.created_at, d.state "  # noqa: S608
         f"FROM {raw.table(Delivery)} d JOIN {raw.table(Template)} t ON t.id = d.template_id "
         f"WHERE d.patient_id IN ({raw.marks(len(patient_ids))}) AND d.created_at >= %s"
     )
-    params = [*(db.id(pk) for pk in patient_ids), db.datetime(since)]
-    return raw.fetch(sql, params, _HISTORY_FIELDS)
+    [rows] = yield [(sql, [*(db.id(pk) for pk in patient_ids), db.datetime(since)])]
+    return raw.convert(rows, _HISTORY_FIELDS)
 
 
 _HISTORY_FIELDS: list[Any] = [
@@ -66,66 +73,55 @@ def model_inputs(
     when = np.array([d[5].timestamp() / 86400.0 for d in deliveries])
     acted = np.array([1.0 if d[6] == DeliveryState.DONE else 0.0 for d in deliveries])
     ones = np.ones(len(deliveries))
-    query_rows = np.arange(n)
-    now_rows = np.full(n, t_now)
 
-    def patient_sum(weight: np.ndarray, tau: float) -> np.ndarray:
-        return hist.decayed_sums(
-            event_key=rows,
-            event_time=when,
-            event_weight=weight,
-            query_key=query_rows,
-            query_time=now_rows,
-            tau=tau,
+    def at_now(
+        event_key: np.ndarray, query_key: np.ndarray, *weighted: tuple[np.ndarray, float]
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        return hist.sums_at(
+            event_key=event_key, event_time=when, query_key=query_key, at=t_now, weighted=weighted
         )
 
+    (sent_3d, acts_7d, sent_14d, acts_14d), _ = at_now(
+        rows,
+        np.arange(n),
+        (ones, F.TAU_SENT_PATIENT),
+        (acted, F.TAU_ACTS_PATIENT),
+        (ones, F.TAU_RATE),
+        (acted, F.TAU_RATE),
+    )
     patient = F.PatientHistory(
-        sent_3d=patient_sum(ones, F.TAU_SENT_PATIENT),
-        acts_7d=patient_sum(acted, F.TAU_ACTS_PATIENT),
-        sent_14d=patient_sum(ones, F.TAU_RATE),
-        acts_14d=patient_sum(acted, F.TAU_RATE),
+        sent_3d=sent_3d, acts_7d=acts_7d, sent_14d=sent_14d, acts_14d=acts_14d
     )
     pair_row = np.repeat(np.arange(n), m)
     pair_column = np.tile(np.arange(m), n)
-    pair_time = np.full(n * m, t_now)
     size = len(code)
-    pair_key = hist.pair_codes(pair_row, pair_column, size)
-    send_key = hist.pair_codes(rows, action, size)
     column_goal = np.array([F.GOALS.index(t.goal) for t in snapshot.templates], dtype=np.int64)
     column_category = np.array(
         [F.CATEGORIES.index(t.category) for t in snapshot.templates], dtype=np.int64
     )
-
-    def by(
-        event_key: np.ndarray, query_key: np.ndarray, weight: np.ndarray, tau: float
-    ) -> np.ndarray:
-        return hist.decayed_sums(
-            event_key=event_key,
-            event_time=when,
-            event_weight=weight,
-            query_key=query_key,
-            query_time=pair_time,
-            tau=tau,
-        ).reshape(n, m)
-
-    category_events = hist.pair_codes(rows, category, len(F.CATEGORIES))
-    category_queries = hist.pair_codes(pair_row, column_category[pair_column], len(F.CATEGORIES))
-    last = hist.last_event_before(
-        event_key=send_key, event_time=when, query_key=pair_key, query_time=pair_time
+    (sent_7d, acted_14d), last = at_now(
+        hist.pair_codes(rows, action, size),
+        hist.pair_codes(pair_row, pair_column, size),
+        (ones, F.TAU_SENT_PAIR),
+        (acted, F.TAU_ACTS_PAIR),
     )
-    last_goal = hist.last_event_before(
-        event_key=hist.pair_codes(rows, goal, len(F.GOALS)),
-        event_time=when,
-        query_key=hist.pair_codes(pair_row, column_goal[pair_column], len(F.GOALS)),
-        query_time=pair_time,
+    _, last_goal = at_now(
+        hist.pair_codes(rows, goal, len(F.GOALS)),
+        hist.pair_codes(pair_row, column_goal[pair_column], len(F.GOALS)),
+    )
+    (category_sent, category_acts), _ = at_now(
+        hist.pair_codes(rows, category, len(F.CATEGORIES)),
+        hist.pair_codes(pair_row, column_category[pair_column], len(F.CATEGORIES)),
+        (ones, F.TAU_RATE),
+        (acted, F.TAU_RATE),
     )
     pair = {
-        "sent_7d": by(send_key, pair_key, ones, F.TAU_SENT_PAIR),
-        "acted_14d": by(send_key, pair_key, acted, F.TAU_ACTS_PAIR),
+        "sent_7d": sent_7d.reshape(n, m),
+        "acted_14d": acted_14d.reshape(n, m),
         "days_since": (t_now - last).reshape(n, m),
         "days_since_goal": (t_now - last_goal).reshape(n, m),
-        "category_sent_14d": by(category_events, category_queries, ones, F.TAU_RATE),
-        "category_acts_14d": by(category_events, category_queries, acted, F.TAU_RATE),
+        "category_sent_14d": category_sent.reshape(n, m),
+        "category_acts_14d": category_acts.reshape(n, m),
     }
     return ModelInputs(
         context=_context(patients, facts, schema, now, triggers), patient=patient, pair=pair
