@@ -170,10 +170,35 @@ def test_a_database_outage_on_the_fast_path_is_the_apis_503(api_a, monkeypatch):
 
     monkeypatch.setattr(type(connections["default"]), "cursor", refuse)
 
-    response = api_a.post(DECISIONS, BODY, format="json")
+    for response in (api_a.post(DECISIONS, BODY, format="json"), api_a.get(INBOX)):
+        assert response.status_code == 503
+        assert response["Content-Type"] == "application/json"
+        assert response["Retry-After"] == "5"
+        assert response.json()["error"]["code"] == "unavailable"
+        assert "server is gone" not in response.content.decode()
 
-    assert response.status_code == 503
-    assert response["Content-Type"] == "application/json"
-    assert response["Retry-After"] == "5"
-    assert response.json()["error"]["code"] == "unavailable"
-    assert "server is gone" not in response.content.decode()
+
+def test_the_fast_inbox_shows_each_patient_only_their_own_nudges(
+    patient_a, patient_b, api_a, api_b, drf_calls
+):
+    # The inbox reads the nudges by the token, beside the token's own check (one round trip).
+    mine = {make_nudge(patient_a[0]).pk for _ in range(2)}
+    theirs = {make_nudge(patient_b[0]).pk}
+
+    assert {item["id"] for item in api_a.get(INBOX).json()} == {str(pk) for pk in mine}
+    assert {item["id"] for item in api_b.get(INBOX).json()} == {str(pk) for pk in theirs}
+    assert drf_calls == []
+
+
+def test_an_inactive_patients_token_shows_nothing_and_delivers_nothing(patient_a, api_a, drf_calls):
+    patient, _ = patient_a
+    nudge = make_nudge(patient)
+    patient.user.is_active = False
+    patient.user.save(update_fields=["is_active"])
+
+    response = api_a.get(INBOX)
+
+    assert response.status_code == 401
+    assert drf_calls == ["NudgeListView"]
+    nudge.refresh_from_db()
+    assert nudge.state == DeliveryState.READY  # read beside the token, never shown or moved
