@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
-from core import pipeline, raw
+from core import raw
 from patients.models import Patient
 
 
@@ -27,28 +27,14 @@ def _query(token_model: Any, user_model: Any, vendor: str) -> str:
     )
 
 
-@functools.cache
-def patient_of_token() -> str:
-    """A subquery: the id of the patient whose API token key is its one parameter (NULL for
-    none). Names come from the models' metadata."""
-    token_model: Any = TokenWithPatientAuthentication().get_model()
-    return (
-        f"(SELECT p.id FROM {raw.table(Patient)} p JOIN {raw.table(token_model)} t "  # noqa: S608
-        "ON t.user_id = p.user_id WHERE t.key = %s)"
-    )
-
-
 class TokenWithPatientAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        return pipeline.run(self.credentials_reader(key))
-
-    def credentials_reader(self, key: str) -> pipeline.Reader[tuple[Any, Any]]:
-        """authenticate_credentials as a reader (core.pipeline): the inbox's fast path reads
-        the patient's nudges in the same round trip (nudges.hotpath)."""
         token_model: Any = self.get_model()
         user_model: Any = get_user_model()
         fields = [f for model in (token_model, user_model, Patient) for f in raw.fields_of(model)]
-        [rows] = yield [(_query(token_model, user_model, connection.vendor), [key])]
+        with connection.cursor() as cursor:
+            cursor.execute(_query(token_model, user_model, connection.vendor), [key])
+            rows = cursor.fetchall()
         if not rows:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         [values] = raw.convert(rows, fields)

@@ -2,7 +2,7 @@
 locked (the claim of its decision points, the cache stamps, the patients' deliveries and
 facts); one after another they cost a round trip each, and on a busy machine each round trip
 is also a wait for the database's process and then for the interpreter lock. On PostgreSQL
-`fetch_many` sends them all before reading any answer (psycopg's pipeline mode), one round
+`fetch_many` queues them in psycopg's pipeline mode and sends them with one Sync, one round
 trip; elsewhere it runs them one by one.
 
 A reader is a generator that yields a list of queries (sql, params) and is sent back the list
@@ -28,16 +28,20 @@ def fetch_many(queries: Sequence[Query]) -> list[Rows]:
         return [_fetch(sql, params) for sql, params in queries]
     connection.ensure_connection()
     cursors = []
-    with connection.wrap_database_errors, connection.connection.pipeline():
-        try:
-            for sql, params in queries:
-                cursor = connection.cursor()
-                cursors.append(cursor)
-                cursor.execute(sql, params)
+    try:
+        with connection.wrap_database_errors:
+            # In pipeline mode a query executed is only queued; leaving the block sends a Sync
+            # and reads every answer into its cursor: one round trip, prepared statements
+            # kept. (A fetch inside the block would cost a round trip of its own.)
+            with connection.connection.pipeline():
+                for sql, params in queries:
+                    cursor = connection.cursor()
+                    cursors.append(cursor)
+                    cursor.execute(sql, params)
             return [cursor.fetchall() for cursor in cursors]
-        finally:
-            for cursor in cursors:
-                cursor.close()
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 def _fetch(sql: str, params: Sequence[Any]) -> Rows:

@@ -19,17 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.views import APIView
 
-from core import pipeline
 from core.api import exception_handler
 from core.auth import TokenWithPatientAuthentication
 from nudges import views
 from nudges.models import Trigger
-from nudges.selectors import current_nudges_reader
 from nudges.serializers import MAX_CONTEXT_KEYS
 from patients.models import Patient
 
@@ -41,7 +38,7 @@ _JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
 
 def fast_view(view_class: type[APIView], method: str, handle: Callable[..., HttpResponse]) -> View:
     """A Django view answering `method` requests of an ordinary kind by `handle(request,
-    token key)` (which returns None to decline), and everything else by `view_class`."""
+    patient)` (which returns None to decline), and everything else by `view_class`."""
     reference = view_class.as_view()
     instance = view_class()
     instance.setup(None)  # as as_view() does: a view with GET answers HEAD
@@ -50,8 +47,8 @@ def fast_view(view_class: type[APIView], method: str, handle: Callable[..., Http
     @csrf_exempt
     def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
-            key = _ordinary(request, method)
-            response = None if key is None else handle(request, key)
+            patient = _ordinary(request, method)
+            response = None if patient is None else handle(request, patient)
         except Exception as error:  # as DRF's views turn it into a response (a 503, say)
             response = _error(error)
         if response is None:
@@ -64,9 +61,9 @@ def fast_view(view_class: type[APIView], method: str, handle: Callable[..., Http
     return view
 
 
-def _ordinary(request: HttpRequest, method: str) -> str | None:
-    """The API token key the request carries, when it is a request the fast path takes; else
-    None (and the reference view answers it)."""
+def _ordinary(request: HttpRequest, method: str) -> Patient | None:
+    """The patient whose app token the request carries, when it is a request the fast path
+    takes; else None (and the reference view answers it)."""
     meta = request.META
     if (
         request.method != method
@@ -78,45 +75,26 @@ def _ordinary(request: HttpRequest, method: str) -> str | None:
     parts = meta.get("HTTP_AUTHORIZATION", "").split()
     if len(parts) != 2 or parts[0].lower() != "token":
         return None
-    return parts[1]
-
-
-def _patient(user: Any) -> Patient | None:
+    try:
+        user, _ = _AUTH.authenticate_credentials(parts[1])
+    except exceptions.AuthenticationFailed:
+        return None
     return getattr(user, "patient", None)
 
 
-def _decide(request: HttpRequest, key: str) -> HttpResponse | None:
+def _decide(request: HttpRequest, patient: Patient) -> HttpResponse | None:
     charset = request.content_params.get("charset", "utf-8").lower()
     if request.content_type != "application/json" or charset not in ("utf-8", "utf8"):
         return None
-    try:
-        user, _ = _AUTH.authenticate_credentials(key)
-    except exceptions.AuthenticationFailed:
-        return None
-    patient = _patient(user)
-    ask = _decision_ask(request.body) if patient is not None else None
-    if patient is None or ask is None:
+    ask = _decision_ask(request.body)
+    if ask is None:
         return None
     body, status = views.decision_answer(patient, *ask)
     return _json(body, status=status)
 
 
-def _inbox(request: HttpRequest, key: str) -> HttpResponse | None:
-    """The token and the nudges of its patient read in one round trip (core.pipeline); the
-    nudges count only once the token has been checked and is a patient's."""
-    try:
-        (user, _), nudges = pipeline.gather(
-            _AUTH.credentials_reader(key),
-            current_nudges_reader(now=timezone.now(), token_key=key),
-        )
-    except exceptions.AuthenticationFailed:
-        return None
-    patient = _patient(user)
-    if patient is None:
-        return None
-    if any(nudge.patient_id != patient.pk for nudge in nudges):
-        nudges = None  # the token changed hands between the two reads: read them again
-    return _json(views.inbox_body(patient, nudges), status=200)
+def _inbox(request: HttpRequest, patient: Patient) -> HttpResponse:
+    return _json(views.inbox_body(patient), status=200)
 
 
 def _decision_ask(body: bytes) -> tuple[str, dict[str, Any]] | None:

@@ -14,7 +14,6 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from core import pipeline, raw
-from core.auth import patient_of_token
 from core.bulk import DbFormat
 from nudges import lifecycle
 from nudges.availability import local_day_start
@@ -33,31 +32,14 @@ def current_nudges(patient: Patient, *, now: dt.datetime, limit: int = 20) -> li
     """The nudges the patient should see now, with their templates: visible states, not
     expired, a snoozed one only once its time has come; newest first. The inbox reads this on
     every app start, so it is one hand-written query (core.raw), by the patient's own id."""
-    return pipeline.run(current_nudges_reader(now=now, limit=limit, patient=patient))
-
-
-def current_nudges_reader(
-    *,
-    now: dt.datetime,
-    limit: int = 20,
-    patient: Patient | None = None,
-    token_key: str | None = None,
-) -> pipeline.Reader[list[Delivery]]:
-    """current_nudges as a reader (core.pipeline), of the `patient` or of the patient whose
-    API token this is (`token_key`, for the inbox to read them with the token: the caller
-    checks the token and that the nudges are its patient's)."""
     db = DbFormat()
     visible = sorted(lifecycle.VISIBLE)
     at = db.datetime(now)
-    by_token = patient is None
-    if by_token == (token_key is None):
-        raise ValueError("the patient or a token key, not both")
-    who = token_key if patient is None else db.id(patient.pk)
-    params = [who, *visible, at, DeliveryState.SNOOZED.value, at, limit]
-    [rows] = yield [(_current_query(len(visible), connection.vendor, by_token), params)]
+    params = [db.id(patient.pk), *visible, at, DeliveryState.SNOOZED.value, at, limit]
+    rows = raw.fetch(_current_query(len(visible), connection.vendor), params, _CURRENT_FIELDS)
     n = len(raw.fields_of(Delivery))
     out = []
-    for values in raw.convert(rows, _CURRENT_FIELDS):
+    for values in rows:
         delivery = raw.instance(Delivery, values[:n])
         Delivery.template.field.set_cached_value(delivery, raw.instance(Template, values[n:]))
         out.append(cast(Delivery, delivery))
@@ -67,14 +49,13 @@ def current_nudges_reader(
 _CURRENT_FIELDS = [*raw.fields_of(Delivery), *raw.fields_of(Template)]
 
 
-@functools.lru_cache(maxsize=8)
-def _current_query(states: int, vendor: str, by_token: bool) -> str:
+@functools.lru_cache(maxsize=4)
+def _current_query(states: int, vendor: str) -> str:
     marks = raw.marks(states)
-    patient = patient_of_token() if by_token else "%s"
     return (
         f"SELECT {raw.columns(Delivery, 'd')}, {raw.columns(Template, 't')} "  # noqa: S608
         f"FROM {raw.table(Delivery)} d JOIN {raw.table(Template)} t ON t.id = d.template_id "
-        f"WHERE d.patient_id = {patient} AND d.state IN ({marks}) AND d.expires_at > %s "
+        f"WHERE d.patient_id = %s AND d.state IN ({marks}) AND d.expires_at > %s "
         "AND NOT (d.state = %s AND d.due_at IS NOT NULL AND d.due_at > %s) "
         "ORDER BY d.created_at DESC LIMIT %s"
     )

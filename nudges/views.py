@@ -13,7 +13,6 @@ from rest_framework.views import APIView
 from core.errors import ApplicationError
 from nudges import serializers as s
 from nudges.idempotency import idempotent
-from nudges.models import Delivery
 from nudges.permissions import IsPatient
 from nudges.responses import decision_body, nudge_body
 from nudges.selectors import current_nudges
@@ -49,11 +48,9 @@ class PatientView(APIView):
         return self.request.user.patient
 
 
-def inbox_body(patient: Patient, nudges: list[Delivery] | None = None) -> list[dict[str, Any]]:
-    """The patient's current nudges (`nudges`, when the caller has read them with
-    current_nudges just now); those ready are delivered now (this is the inbox)."""
-    if nudges is None:
-        nudges = list(current_nudges(patient, now=timezone.now()))
+def inbox_body(patient: Patient) -> list[dict[str, Any]]:
+    """The patient's current nudges; those ready are delivered now (this is the inbox)."""
+    nudges = list(current_nudges(patient, now=timezone.now()))
     shown = deliveries_mark_delivered(deliveries=nudges, actor="inbox")
     return [nudge_body(delivery) for delivery in shown]
 

@@ -361,26 +361,27 @@ def _bare_env(
 # Where the time goes (in-process) -------------------------------------------------------------
 
 DECISION_PARTS = {
-    "decision_make (the service, all of it)": ("nudges/services/decisions.py", "decision_make"),
-    "patients_facts (reads)": ("nudges/selectors.py", "patients_facts"),
-    "recent_deliveries (history read)": ("nudges/services/serving.py", "recent_deliveries"),
+    "decisions_make (the service, all of it)": ("nudges/services/decisions.py", "decisions_make"),
+    "reads in one round trip (claim, stamps, history, facts)": ("core/pipeline.py", "fetch_many"),
+    "facts from their rows": ("nudges/selectors.py", "facts_assemble"),
     "model_inputs (features from records)": ("nudges/services/serving.py", "model_inputs"),
     "decide (pure core, incl. LightGBM)": ("nudges/decide.py", "decide"),
     "LightGBM predict": ("nudges/recommender.py", "predict"),
     "LightGBM contributions (explanation)": ("nudges/recommender.py", "contributions"),
     "_persist (writes)": ("nudges/services/decisions.py", "_persist"),
-    "token authentication": ("rest_framework/authentication.py", "authenticate"),
+    "token authentication": ("core/auth.py", "authenticate_credentials"),
     "the response (nudges.responses)": ("nudges/responses.py", "decision_body"),
-    "JSON rendering": ("rest_framework/renderers.py", "render"),
+    "JSON (the fast path's)": ("nudges/hotpath.py", "_json"),
     "SQL (psycopg execute)": ("psycopg/cursor.py", "execute"),
 }
 INBOX_PARTS = {
-    "the view (all of it)": ("nudges/views.py", "get"),
+    "the fast path (all of it)": ("nudges/hotpath.py", "_inbox"),
+    "token authentication": ("core/auth.py", "authenticate_credentials"),
+    "current_nudges (the read)": ("nudges/selectors.py", "current_nudges"),
     "deliveries_mark_delivered": ("nudges/services/deliveries.py", "deliveries_mark_delivered"),
     "gate_check (safety gate)": ("nudges/services/gate.py", "gate_check"),
-    "token authentication": ("rest_framework/authentication.py", "authenticate"),
     "the response (nudges.responses)": ("nudges/responses.py", "nudge_body"),
-    "JSON rendering": ("rest_framework/renderers.py", "render"),
+    "JSON (the fast path's)": ("nudges/hotpath.py", "_json"),
     "SQL (psycopg execute)": ("psycopg/cursor.py", "execute"),
 }
 
