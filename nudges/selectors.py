@@ -67,7 +67,8 @@ def delivery_history(
     """What the delivery policy needs about past deliveries: how many count against today's
     cap (the patient's local day), the last nudge within the minimum gap, and the templates
     sent within the repeat window. `deliveries` may be rows the caller already read
-    (nudges.services.serving.recent_deliveries, which reaches further back); else one query."""
+    (nudges.services.serving.recent_deliveries_reader, which reaches further back); else one
+    query."""
     day_start = local_day_start(now, patient.timezone)
     window_start = now - dt.timedelta(days=settings.NUDGE_REPEAT_WINDOW_DAYS)
     gap_start = now - dt.timedelta(minutes=settings.NUDGE_MIN_GAP_MINUTES)
@@ -95,30 +96,12 @@ def delivery_history(
     return {"recent_slugs": frozenset(recent), "counted_today": today, "last_nudged_at": last}
 
 
-def patients_facts(
-    patients: Sequence[Patient],
-    *,
-    now: dt.datetime,
-    ruleset_version: int | None,
-    deliveries: Sequence[tuple],
-    arms: Sequence[str],
-) -> list[PatientFacts]:
-    """Everything a decision needs about each patient, read now, for one patient (a live
-    decision) or a chunk of a batch, in one query (nudges.services.serving.recent_deliveries
-    gives `deliveries`). Groups are None (unknown, so every candidate goes to review) until the
-    patient's codes have been mapped to groups; standing approvals count only when given under
-    the active rule set for the patient's current groups, and not yet expired."""
-    rows = pipeline.run(facts_reader(patients, now=now, ruleset_version=ruleset_version))
-    return facts_assemble(
-        patients, rows, now=now, ruleset_version=ruleset_version, deliveries=deliveries, arms=arms
-    )
-
-
 def facts_reader(
     patients: Sequence[Patient], *, now: dt.datetime, ruleset_version: int | None
 ) -> pipeline.Reader[list[tuple]]:
-    """The facts query's rows (patients_facts), as a reader (core.pipeline) to be read with
-    other queries."""
+    """The rows of the one query that reads everything a decision needs about each patient,
+    for one patient (a live decision) or a chunk of a batch: a reader (core.pipeline), read
+    with the decision's other reads; facts_assemble makes the facts of them."""
     db = DbFormat()
     keys = [db.id(p.pk) for p in patients]
     sql = _facts_query(len(keys), connection.vendor)
@@ -135,7 +118,11 @@ def facts_assemble(
     deliveries: Sequence[tuple],
     arms: Sequence[str],
 ) -> list[PatientFacts]:
-    """patients_facts from the facts query's rows, read for this `ruleset_version` and `now`."""
+    """Each patient's facts from facts_reader's rows, read for this `ruleset_version` and
+    `now`, and their deliveries (nudges.services.serving.recent_deliveries_reader). Groups are
+    None (unknown, so every candidate goes to review) until the patient's codes have been
+    mapped to groups; standing approvals count only when given under the active rule set for
+    the patient's current groups, and not yet expired."""
     db = DbFormat()
     keys = [db.id(p.pk) for p in patients]
     agenda: dict[Any, list[tuple[float, str]]] = defaultdict(list)

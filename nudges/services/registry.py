@@ -76,14 +76,10 @@ def _load_champion() -> Champion:
 ServingState = tuple[Snapshot, Recommender | None, str | None]
 
 
-def serving_state() -> ServingState:
-    """What a decision serves with: the catalogue snapshot and the recommender prepared for
-    it (or None and why not), with one read of all their cache stamps."""
-    return pipeline.run(serving_state_reader())
-
-
 def serving_state_reader() -> pipeline.Reader[ServingState]:
-    """serving_state as a reader (core.pipeline), to be read with other queries."""
+    """What a decision serves with: the catalogue snapshot and the recommender prepared for
+    it (or None and why not), with one read of all their cache stamps: a reader
+    (core.pipeline), read with the decision's other reads."""
     *versions, models = yield from stamps_reader((*STAMPS, MODELS_STAMP))
     snapshot = catalogue_snapshot(tuple(versions))
     return (snapshot, *recommender_for(snapshot, models_stamp=(models,)))

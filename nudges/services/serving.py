@@ -20,16 +20,12 @@ from patients.models import Patient
 HISTORY_DAYS = 60  # beyond this the decayed counts (14-day scale at most) are negligible
 
 
-def recent_deliveries(patient_ids: Sequence[Any], *, since: dt.datetime) -> list[tuple]:
-    """(patient_id, slug, version, goal, category, created_at, state) of the patients'
-    deliveries since `since`, in one query."""
-    return pipeline.run(recent_deliveries_reader(patient_ids, since=since))
-
-
 def recent_deliveries_reader(
     patient_ids: Sequence[Any], *, since: dt.datetime
 ) -> pipeline.Reader[list[tuple]]:
-    """recent_deliveries as a reader (core.pipeline), to be read with other queries."""
+    """(patient_id, slug, version, goal, category, created_at, state) of the patients'
+    deliveries since `since`, in one query: a reader (core.pipeline), read with the decision's
+    other reads."""
     db = DbFormat()
     sql = (
         "SELECT d.patient_id, t.slug, t.version, t.goal, t.category, d.created_at, d.state "  # noqa: S608
