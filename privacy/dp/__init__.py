@@ -7,10 +7,10 @@ it is switched on once per process, when `opendp()` first imports the library. "
 is not needed: every released value is an integer (counts, and sums in fixed point), so no float
 sum with its rounding leaks is ever built. "honest-but-curious" stays off.
 
-The library is imported on first use, not with this package: it costs a process about 140 MB
-of memory and a second to import (measured, docs/benchmarks.md), which the processes that never
-release a report (the web workers serving patients, the Celery workers deciding nudges) should
-not pay."""
+The library is imported on first use, not with this package: a web process started 56 MB
+smaller without it (403 -> 347 MB RSS, docs/benchmarks.md; imported alone, with its own
+dependencies, it takes about 140 MB), which the processes that never release a report (the web
+workers serving patients, the Celery workers deciding nudges) should not pay."""
 
 import functools
 from typing import Any
