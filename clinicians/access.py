@@ -4,7 +4,7 @@ superuser status grant nothing here, so covering a group is always an explicit g
 
 from collections.abc import Iterable
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from guardian.shortcuts import assign_perm, get_objects_for_user, remove_perm
@@ -16,11 +16,11 @@ from safety.models import MedicalGroup
 REVIEW_PERMISSION = "safety.review_group"
 
 
-def is_clinician(user: AbstractBaseUser) -> bool:
+def is_clinician(user: User | AnonymousUser) -> bool:
     return bool(user.is_authenticated and user.is_active and hasattr(user, "clinician"))
 
 
-def covered_groups(user: AbstractBaseUser) -> QuerySet[MedicalGroup]:
+def covered_groups(user: User | AnonymousUser) -> QuerySet[MedicalGroup]:
     if not is_clinician(user):
         return MedicalGroup.objects.none()
     return get_objects_for_user(
@@ -32,7 +32,7 @@ def covered_groups(user: AbstractBaseUser) -> QuerySet[MedicalGroup]:
     )
 
 
-def review_requests_for_clinician(user: AbstractBaseUser) -> QuerySet[ReviewRequest]:
+def review_requests_for_clinician(user: User | AnonymousUser) -> QuerySet[ReviewRequest]:
     """Every review request the clinician may see: those that need a decision for one of the
     groups they cover, and those with no group (a patient in no group, or groups unknown),
     which any clinician may take."""
@@ -48,7 +48,7 @@ def review_requests_for_clinician(user: AbstractBaseUser) -> QuerySet[ReviewRequ
 
 
 @transaction.atomic
-def clinician_groups_set(*, user: AbstractBaseUser, groups: Iterable[MedicalGroup]) -> Clinician:
+def clinician_groups_set(*, user: User, groups: Iterable[MedicalGroup]) -> Clinician:
     """Make the user a clinician covering exactly `groups`."""
     clinician, _ = Clinician.objects.get_or_create(user=user)
     wanted = {g.pk: g for g in groups}

@@ -4,11 +4,15 @@ scoping selector, the permission methods are overridden, every admin URL of an i
 the scope answers 404, and every action re-checks each selected row in the service."""
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import FilteredSelectMultiple
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -35,6 +39,16 @@ from safety.services import (
     ruleset_discard,
     ruleset_draft_create,
 )
+
+
+def _signed_in(request: HttpRequest) -> User:
+    """The user to name in a service call. admin_view lets only active staff reach an admin
+    view or action, so the anonymous case cannot arise there."""
+    user = request.user
+    if not user.is_authenticated:
+        raise PermissionDenied
+    return user
+
 
 # The review queue ---------------------------------------------------------------------------
 
@@ -82,7 +96,7 @@ class StateFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [(s.value, s.label) for s in ReviewState] + [("all", "All")]
 
-    def choices(self, changelist: Any):  # type: ignore[no-untyped-def]
+    def choices(self, changelist: Any):
         current = self.value() or ReviewState.PENDING.value
         for value, label in self.lookup_choices:
             yield {
@@ -110,7 +124,8 @@ class DecisionForm(forms.Form):
     def __init__(self, *args: Any, verdict: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         reasons = REASONS[Verdict(verdict)]
-        self.fields["reason"].choices = [(r.value, r.label) for r in ReasonCode if r in reasons]
+        reason_field = cast(forms.ChoiceField, self.fields["reason"])  # declared above
+        reason_field.choices = [(r.value, r.label) for r in ReasonCode if r in reasons]
         if verdict != Verdict.APPROVE:
             del self.fields["standing_days"]
 
@@ -165,7 +180,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
-    ) -> HttpResponse:  # type: ignore[override]
+    ) -> HttpResponse:
         item = self._in_scope(request, object_id)
         detail = {"review": str(item.pk)}
         record(AuditAction.PATIENT_FACTS_VIEWED, request.user, item.patient, detail)
@@ -174,26 +189,30 @@ class ReviewQueueAdmin(ReadOnlyAdmin):
 
     def history_view(
         self, request: HttpRequest, object_id: str, extra_context: Any = None
-    ) -> HttpResponse:  # type: ignore[override]
+    ) -> HttpResponse:
         self._in_scope(request, object_id)
         return super().history_view(request, object_id, extra_context)
 
     def delete_view(
         self, request: HttpRequest, object_id: str, extra_context: Any = None
-    ) -> HttpResponse:  # type: ignore[override]
+    ) -> HttpResponse:
         self._in_scope(request, object_id)
         return super().delete_view(request, object_id, extra_context)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         decide = self.admin_site.admin_view(self.decide_view)
         return [
             path("<path:object_id>/decide/", decide, name="clinicians_review_decide")
         ] + super().get_urls()
 
-    def response_action(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+    # django-stubs 6 adds Django 6's `action_location` parameter; the installed Django 5.2
+    # neither passes nor accepts it.
+    def response_action(  # type: ignore[override]
+        self, request: HttpRequest, queryset: QuerySet
+    ) -> HttpResponse | None:
         """An action's POST naming an item outside the clinician's scope answers 404, rather
         than silently acting on the rest."""
-        selected = request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)
+        selected = request.POST.getlist(ACTION_CHECKBOX_NAME)
         if selected and scoped(request.user).filter(pk__in=selected).count() != len(set(selected)):
             raise Http404
         return super().response_action(request, queryset)
@@ -263,7 +282,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):
         else:
             try:
                 result = review_decide(
-                    clinician=request.user,
+                    clinician=_signed_in(request),
                     request_id=item.pk,
                     verdict=verdict,
                     reason=form.cleaned_data["reason"],
@@ -289,7 +308,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):
             if form.is_valid():
                 try:
                     results = reviews_decide(
-                        clinician=request.user,
+                        clinician=_signed_in(request),
                         request_ids=list(queryset.values_list("pk", flat=True)),
                         verdict=verdict,
                         reason=form.cleaned_data["reason"],
@@ -313,7 +332,7 @@ class ReviewQueueAdmin(ReadOnlyAdmin):
                 "items": queryset,
                 "form": form,
                 "action": request.POST.get("action"),
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
                 "opts": self.model._meta,
             },
         )
@@ -338,7 +357,7 @@ class ClinicianForm(forms.ModelForm):
     covers = forms.ModelMultipleChoiceField(
         queryset=MedicalGroup.objects.all(),
         required=False,
-        widget=admin.widgets.FilteredSelectMultiple("medical groups", is_stacked=False),
+        widget=FilteredSelectMultiple("medical groups", is_stacked=False),
         help_text="The medical groups whose review items this clinician decides.",
     )
 
@@ -359,14 +378,16 @@ class ClinicianAdmin(admin.ModelAdmin):
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_superuser
 
-    has_change_permission = has_add_permission = has_delete_permission = has_view_permission  # type: ignore[assignment]
+    has_change_permission = has_add_permission = has_delete_permission = has_view_permission
 
     @admin.display(description="covers")
     def covers_shown(self, obj: Clinician) -> str:
         return ", ".join(g.name for g in covered_groups(obj.user))
 
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any):  # type: ignore[no-untyped-def]
-        form = super().get_form(request, obj, **kwargs)
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm]:
+        form = super().get_form(request, obj, change, **kwargs)
         if obj is not None:
             form.base_fields["covers"].initial = list(covered_groups(obj.user))
         return form
@@ -416,8 +437,10 @@ class SafetyLeadOnly:
 
 class RuleInline(admin.TabularInline):
     model = Rule
-    fields = ["code", "action", "severity", "verified", "effective_from", "effective_to"]
-    readonly_fields = fields
+    # Tuples: the stubs type `fields` and `readonly_fields` differently, and only a tuple (not
+    # a list, which is invariant) fits both.
+    readonly_fields = ("code", "action", "severity", "verified", "effective_from", "effective_to")
+    fields = readonly_fields
     extra = 0
     show_change_link = True
     can_delete = False
@@ -440,7 +463,7 @@ class RuleSetAdmin(SafetyLeadOnly, ReadOnlyAdmin):
         "activated_at",
     ]
     list_filter = ["status"]
-    readonly_fields = [
+    readonly_fields = (
         "version",
         "status",
         "note",
@@ -451,7 +474,7 @@ class RuleSetAdmin(SafetyLeadOnly, ReadOnlyAdmin):
         "activated_by",
         "activated_at",
         "dry_run_shown",
-    ]
+    )
     fields = readonly_fields
     inlines = [RuleInline]
     actions = ["draft_from_active", "propose", "activate", "discard"]
@@ -478,7 +501,7 @@ class RuleSetAdmin(SafetyLeadOnly, ReadOnlyAdmin):
 
     @admin.action(description="Create a draft from the active rule set")
     def draft_from_active(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._run(request, "Draft created", lambda: ruleset_draft_create(by=request.user))
+        self._run(request, "Draft created", lambda: ruleset_draft_create(by=_signed_in(request)))
 
     @admin.action(description="Propose the selected draft for activation (runs the dry run)")
     def propose(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -486,7 +509,7 @@ class RuleSetAdmin(SafetyLeadOnly, ReadOnlyAdmin):
             self._run(
                 request,
                 f"Proposed v{rule_set.version}",
-                lambda rs=rule_set: ruleset_submit(rule_set=rs, by=request.user).dry_run,
+                lambda rs=rule_set: ruleset_submit(rule_set=rs, by=_signed_in(request)).dry_run,
             )
 
     @admin.action(description="Sign off and activate the selected proposed set (second person)")
@@ -495,7 +518,7 @@ class RuleSetAdmin(SafetyLeadOnly, ReadOnlyAdmin):
             self._run(
                 request,
                 f"Activated v{rule_set.version}",
-                lambda rs=rule_set: ruleset_activate(rule_set=rs, by=request.user),
+                lambda rs=rule_set: ruleset_activate(rule_set=rs, by=_signed_in(request)),
             )
 
     @admin.action(description="Discard the selected draft or proposed set")
@@ -504,7 +527,7 @@ class RuleSetAdmin(SafetyLeadOnly, ReadOnlyAdmin):
             self._run(
                 request,
                 f"Discarded v{rule_set.version}",
-                lambda rs=rule_set: ruleset_discard(rule_set=rs, by=request.user),
+                lambda rs=rule_set: ruleset_discard(rule_set=rs, by=_signed_in(request)),
             )
 
 
@@ -541,12 +564,14 @@ class RuleForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["rule_set"].queryset = RuleSet.objects.filter(status=RuleSetStatus.DRAFT)
+        rule_set_field = cast(forms.ModelChoiceField, self.fields["rule_set"])  # a ForeignKey
+        rule_set_field.queryset = RuleSet.objects.filter(status=RuleSetStatus.DRAFT)
         if self.instance.pk:
             self.fields["tags_text"].initial = ", ".join(self.instance.tags)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what ModelForm.clean returns (the stubs allow None)
         data["tags"] = sorted(
             {t.strip() for t in data.get("tags_text", "").split(",") if t.strip()}
         )
@@ -589,7 +614,7 @@ class RuleAdmin(SafetyLeadOnly, admin.ModelAdmin):
             obj is None or obj.rule_set.status == RuleSetStatus.DRAFT
         )
 
-    has_delete_permission = has_change_permission  # type: ignore[assignment]
+    has_delete_permission = has_change_permission
 
     def save_model(self, request: HttpRequest, obj: Rule, form: Any, change: bool) -> None:
         data = form.cleaned_data
@@ -599,7 +624,7 @@ class RuleAdmin(SafetyLeadOnly, admin.ModelAdmin):
             groups=[g.slug for g in data["groups"]],
             fields={name: data[name] for name in RULE_FIELDS if name != "tags"}
             | {"tags": data["tags"]},
-            by=request.user,
+            by=_signed_in(request),
         )
         obj.pk = saved.pk
 
@@ -607,7 +632,7 @@ class RuleAdmin(SafetyLeadOnly, admin.ModelAdmin):
         pass  # rule_save set the groups
 
     def delete_model(self, request: HttpRequest, obj: Rule) -> None:
-        rule_delete(rule=obj, by=request.user)
+        rule_delete(rule=obj, by=_signed_in(request))
 
 
 @admin.register(RuleRevision)

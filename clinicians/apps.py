@@ -10,7 +10,7 @@ class CliniciansConfig(AppConfig):
         post_migrate.connect(_sync_roles, sender=self)
 
 
-def _sync_roles(**kwargs) -> None:  # type: ignore[no-untyped-def]
+def _sync_roles(**kwargs) -> None:
     """Roles are configuration: kept in step with clinicians.roles after every migrate."""
     from clinicians.roles import roles_sync
 

@@ -7,7 +7,7 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -67,20 +67,20 @@ def ruleset_dry_run(*, rule_set: RuleSet, now: dt.datetime | None = None) -> dic
     }
 
 
-def _require_safety_lead(user: AbstractBaseUser) -> None:
+def _require_safety_lead(user: User) -> None:
     if not (user.is_active and user.groups.filter(name=SAFETY_LEAD).exists()):
         raise ApplicationError(
             "Only a safety lead may do this.", code="permission_denied", status=403
         )
 
 
-def ruleset_submit(*, rule_set: RuleSet, by: AbstractBaseUser) -> RuleSet:
+def ruleset_submit(*, rule_set: RuleSet, by: User) -> RuleSet:
     """A safety lead proposes a draft for activation, with its dry run recorded."""
     _require_safety_lead(by)
     return ruleset_propose(rule_set=rule_set, by=by, dry_run=ruleset_dry_run(rule_set=rule_set))
 
 
-def ruleset_activate(*, rule_set: RuleSet, by: AbstractBaseUser) -> dict[str, int]:
+def ruleset_activate(*, rule_set: RuleSet, by: User) -> dict[str, int]:
     """A second safety lead signs a proposed set off: it becomes active and every nudge not
     yet acted on is re-checked at once, under the exclusive safety lock: those the new rules
     block are blocked (recalled from the app if already there), pending ones that now need a

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -48,7 +48,7 @@ class DecisionResult:
 
 def review_decide(
     *,
-    clinician: AbstractBaseUser,
+    clinician: User,
     request_id: Any,
     verdict: str,
     reason: str,
@@ -73,7 +73,7 @@ def review_decide(
 
 def reviews_decide(
     *,
-    clinician: AbstractBaseUser,
+    clinician: User,
     request_ids: Sequence[Any],
     verdict: str,
     reason: str,
@@ -118,7 +118,7 @@ def _already_decided() -> ApplicationError:
 
 
 def _decide(
-    clinician: AbstractBaseUser,
+    clinician: User,
     request_id: Any,
     verdict: str,
     reason: str,
@@ -166,7 +166,7 @@ def _decide(
     )
 
 
-def _groups_to_decide(clinician: AbstractBaseUser, request: ReviewRequest) -> list[Any]:
+def _groups_to_decide(clinician: User, request: ReviewRequest) -> list[Any]:
     required = list(request.groups.all())
     decided = set(request.decisions.values_list("group_id", flat=True))
     if not required:
@@ -216,7 +216,7 @@ def _close(request: ReviewRequest, state: str, now: dt.datetime) -> None:
 
 def _standing_approvals(
     request: ReviewRequest,
-    clinician: AbstractBaseUser,
+    clinician: User,
     groups: list[Any],
     days: int,
     now: dt.datetime,

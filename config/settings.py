@@ -4,6 +4,7 @@ environment; docs/operations.md lists them. Defaults are the embedded developmen
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -229,7 +230,7 @@ CELERY_BEAT_SCHEDULE["purge-raw-events"] = {
     "schedule": 24 * 3600.0,
 }
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},

@@ -54,8 +54,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(error_body("invalid", message, fields), status=400)
     if isinstance(exc, exceptions.APIException):
         headers = {}
-        if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait or 0))
+        wait = getattr(exc, "wait", None)  # Throttled has one; any APIException may set it
+        if wait:
+            headers["Retry-After"] = str(int(wait))
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
         return Response(
             error_body(str(code), str(_flatten(exc.detail))),

@@ -9,11 +9,12 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
 from django.db import connection, models
+from django.db.models.options import Options
 
 from core import pipeline, raw
 
@@ -77,7 +78,7 @@ def insert_rows(
     if not rows:
         return 0
     meta = model._meta
-    columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column) for f in fields)
+    columns = _columns(_field(meta, f) for f in fields)
     table = connection.ops.quote_name(meta.db_table)
     copy = connection.vendor == "postgresql" and len(rows) >= COPY_MIN_ROWS
     if copy and not ignore_conflicts:
@@ -136,25 +137,25 @@ def new_rows_reader(
     if not rows:
         return []
     meta = model._meta
-    if not meta.get_field(fields[0]).primary_key:
+    if not _field(meta, fields[0]).primary_key:
         raise ValueError("the first field must be the primary key")
-    wanted = [meta.get_field(f) for f in returning]
+    wanted = [_field(meta, f) for f in returning]
     if connection.vendor != "postgresql":
         insert_rows(model, fields, rows, ignore_conflicts=True)
         keys = [meta.pk.get_db_prep_value(row[0], connection) for row in rows]
         sql = (
-            f"SELECT {', '.join(connection.ops.quote_name(f.column) for f in wanted)} "  # noqa: S608
-            f"FROM {raw.table(model)} WHERE {connection.ops.quote_name(meta.pk.column)} "
+            f"SELECT {_columns(wanted)} "  # noqa: S608
+            f"FROM {raw.table(model)} WHERE {_columns([meta.pk])} "
             f"IN ({raw.marks(len(keys))})"
         )
         [found] = yield [(sql, keys)]
         return raw.convert(found, wanted)
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(meta.get_field(f).column) for f in fields)
-    arrays = ", ".join(f"%s::{_cast_type(meta.get_field(f))}[]" for f in fields)
+    columns = _columns(_field(meta, f) for f in fields)
+    arrays = ", ".join(f"%s::{_cast_type(_field(meta, f))}[]" for f in fields)
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-        f"ON CONFLICT DO NOTHING RETURNING {', '.join(quote(f.column) for f in wanted)}"
+        f"ON CONFLICT DO NOTHING RETURNING {_columns(wanted)}"
     )
     [inserted] = yield [(sql, [list(column) for column in zip(*rows, strict=True)])]
     return raw.convert(inserted, wanted)
@@ -199,6 +200,18 @@ def _as_json(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+def _field(meta: Options, name: str) -> models.Field:
+    """The model field `name`, which these inserts expect to be concrete: get_field also finds
+    reverse relations, which have no column."""
+    return cast(models.Field, meta.get_field(name))
+
+
+def _columns(fields: Iterable[models.Field]) -> str:
+    """The concrete fields' columns (only a field without one has None), quoted, comma-separated."""
+    quote = connection.ops.quote_name
+    return ", ".join(quote(cast(str, f.column)) for f in fields)
+
+
 def _cast_type(field: models.Field) -> str:
     """The column's type without its modifier: an explicit cast to varchar(40) would cut a
     longer value short in silence, where storing it into the column refuses it."""
@@ -213,9 +226,9 @@ def _tables_sql(tables: tuple[tuple[type[models.Model], tuple[str, ...]], ...]) 
     inserts = []
     for model, fields in tables:
         meta = model._meta
-        columns = ", ".join(quote(meta.get_field(f).column) for f in fields)
+        columns = _columns(_field(meta, f) for f in fields)
         values = ", ".join(
-            f"(r->>{i})::{_cast_type(meta.get_field(f))}" for i, f in enumerate(fields)
+            f"(r->>{i})::{_cast_type(_field(meta, f))}" for i, f in enumerate(fields)
         )
         # Names from the models' metadata; the rows are one bound parameter.
         table, rows = quote(meta.db_table), "jsonb_array_elements(%s::jsonb) r"
@@ -254,7 +267,7 @@ def insert_objects(objects: Sequence[models.Model]) -> None:
     model, fields, rows = object_rows(objects)
     meta = model._meta
     table = connection.ops.quote_name(meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(meta.get_field(f).column) for f in fields)
+    columns = _columns(_field(meta, f) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     with connection.cursor() as cursor:
         # Names from the model's metadata, values bound as parameters.

@@ -57,7 +57,7 @@ def run(reader: Reader[T]) -> T:
         while True:
             queries = reader.send(fetch_many(queries))
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
 
 
 def gather(*readers: Reader[Any]) -> list[Any]:

@@ -387,7 +387,7 @@ class _HistoryWriter:
         self.zones = [ZoneInfo(z) for z in zones]
         self.agenda_goals = [list(p.goals) for p in cohort]
         self.groups = [list(p.groups) for p in cohort]
-        self.whys = {}
+        self.whys: dict[tuple[int, str], str] = {}
         self.consent = {"personalisation": True, "notifications": True, "research": True}
         self.level = np.random.default_rng(len(cohort)).normal(0.0, 1.0, (len(cohort), 2))
         self.rows: dict[str, list[tuple]] = {k: [] for k in TABLES}

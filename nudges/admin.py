@@ -5,6 +5,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -79,9 +81,11 @@ class TemplateAdmin(admin.ModelAdmin):
     def sign_off(self, request: HttpRequest, queryset: QuerySet) -> None:
         if not _has_role(request, "clinician"):
             raise PermissionDenied
+        user = request.user
+        assert isinstance(user, User)  # _has_role admits active staff only
         for template in queryset:
             try:
-                template_signoff(template=template, by=request.user)
+                template_signoff(template=template, by=user)
                 self.message_user(request, f"Signed off {template}.")
             except ApplicationError as error:
                 self.message_user(request, f"{template}: {error.message}", messages.ERROR)
@@ -92,10 +96,12 @@ class TemplateAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = StopForm(request.POST if "confirm" in request.POST else None)
         if "confirm" in request.POST and form.is_valid():
+            user = request.user
+            assert isinstance(user, User)  # _has_role admits active staff only
             for template in queryset:
                 try:
                     blocked = template_stop(
-                        template=template, by=request.user, reason=form.cleaned_data["reason"]
+                        template=template, by=user, reason=form.cleaned_data["reason"]
                     )
                     self.message_user(request, f"Stopped {template}; {blocked} nudge(s) blocked.")
                 except ApplicationError as error:
@@ -109,7 +115,7 @@ class TemplateAdmin(admin.ModelAdmin):
                 "title": "Emergency stop",
                 "items": queryset,
                 "form": form,
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
                 "opts": self.model._meta,
             },
         )
@@ -121,7 +127,7 @@ class TransitionInline(admin.TabularInline):
     can_delete = False
     readonly_fields = ["created_at", "from_state", "to_state", "actor", "reason"]
 
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request, obj=None) -> bool:
         return False
 
 

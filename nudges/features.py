@@ -11,7 +11,7 @@ template, days since it was last sent (capped at 30), and the patient's act rate
 category (14 days)."""
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +44,7 @@ class Schema:
     action_intensity: tuple[int, ...]
 
     @classmethod
-    def from_templates(cls, groups: Sequence[str], templates: Sequence[Mapping]) -> "Schema":
+    def from_templates(cls, groups: Iterable[str], templates: Sequence[Mapping]) -> "Schema":
         return cls(
             groups=tuple(groups),
             actions=tuple(t["key"] for t in templates),

@@ -43,7 +43,7 @@ def last_event_before(
 SMALL = 200_000  # events x queries below which a direct comparison is faster than sorting
 
 
-def _scan(event_key, event_time, event_weight, query_key, query_time, tau):  # type: ignore[no-untyped-def]
+def _scan(event_key, event_time, event_weight, query_key, query_time, tau):
     n_events, n_queries = len(event_key), len(query_key)
     query_time = np.asarray(query_time, dtype=float)
     if n_queries and (query_time == query_time[0]).all():
@@ -87,7 +87,7 @@ def _scan(event_key, event_time, event_weight, query_key, query_time, tau):  # t
     return out["total"].to_numpy(), out["last"].fill_null(np.nan).to_numpy()
 
 
-def _scan_small(event_key, event_time, event_weight, query_key, query_time, tau):  # type: ignore[no-untyped-def]
+def _scan_small(event_key, event_time, event_weight, query_key, query_time, tau):
     """The same sums by comparing every query with every event (few events and queries, at
     different times)."""
     event_time = np.asarray(event_time, dtype=float)
@@ -102,7 +102,7 @@ def _scan_small(event_key, event_time, event_weight, query_key, query_time, tau)
     return total, np.where(np.isfinite(last), last, np.nan)
 
 
-def _scan_at(event_key, event_time, event_weight, query_key, at, tau):  # type: ignore[no-untyped-def]
+def _scan_at(event_key, event_time, event_weight, query_key, at, tau):
     """The same sums when every query is at the same moment `at` (the engine deciding now,
     live or in a batch): see sums_at."""
     [total], last = sums_at(

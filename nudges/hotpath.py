@@ -36,13 +36,17 @@ _TRIGGERS = frozenset({Trigger.APP_OPEN.value, Trigger.EVENT.value})
 _JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
 
 
-def fast_view(view_class: type[APIView], method: str, handle: Callable[..., HttpResponse]) -> View:
+def fast_view(
+    view_class: type[APIView],
+    method: str,
+    handle: Callable[[HttpRequest, Patient], HttpResponse | None],
+) -> View:
     """A Django view answering `method` requests of an ordinary kind by `handle(request,
     patient)` (which returns None to decline), and everything else by `view_class`."""
     reference = view_class.as_view()
     instance = view_class()
-    instance.setup(None)  # as as_view() does: a view with GET answers HEAD
-    allow = ", ".join(instance._allowed_methods())
+    instance.setup(None)  # type: ignore[arg-type]  # as as_view() does: GET answers HEAD
+    allow = ", ".join(instance.allowed_methods)  # DRF's public name for _allowed_methods()
 
     @csrf_exempt
     def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -83,7 +87,9 @@ def _ordinary(request: HttpRequest, method: str) -> Patient | None:
 
 
 def _decide(request: HttpRequest, patient: Patient) -> HttpResponse | None:
-    charset = request.content_params.get("charset", "utf-8").lower()
+    params = request.content_params
+    assert params is not None  # set for every WSGI and ASGI request
+    charset = params.get("charset", "utf-8").lower()
     if request.content_type != "application/json" or charset not in ("utf-8", "utf8"):
         return None
     ask = _decision_ask(request.body)

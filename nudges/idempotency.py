@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -49,8 +50,10 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
                 "Idempotency-Key must be 1 to 255 characters.",
                 fields={"Idempotency-Key": "invalid"},
             )
+        user = request.user
+        assert isinstance(user, User)  # the views it wraps admit signed-in users only
         request_hash = _request_hash(request)
-        found = IdempotencyRecord.objects.filter(user=request.user, key=key).first()
+        found = IdempotencyRecord.objects.filter(user=user, key=key).first()
         if found is not None:
             return _replay(found, request_hash)
         try:
@@ -58,14 +61,14 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
                 response = view(self, request, *args, **kwargs)
                 if response.status_code < 500:
                     IdempotencyRecord.objects.create(
-                        user=request.user,
+                        user=user,
                         key=key,
                         request_hash=request_hash,
                         status_code=response.status_code,
                         response=response.data,
                     )
         except IntegrityError:
-            found = IdempotencyRecord.objects.filter(user=request.user, key=key).first()
+            found = IdempotencyRecord.objects.filter(user=user, key=key).first()
             if found is None:
                 raise
             return _replay(found, request_hash)

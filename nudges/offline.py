@@ -210,7 +210,7 @@ def sim_policy(
 
 
 def _column(keys: Sequence[str], key: str | None) -> int:
-    if key not in keys:
+    if key is None or key not in keys:
         raise PolicyError(f"unknown action {key!r} for always:<key>")
     return list(keys).index(key)
 
@@ -528,7 +528,9 @@ class RewardModel:
 
 def _predict(model: lgb.Booster | float, features: np.ndarray) -> np.ndarray:
     if isinstance(model, lgb.Booster):
-        return model.predict(features) if len(features) else np.zeros(0)
+        if not len(features):
+            return np.zeros(0)
+        return model.predict(features)  # type: ignore[return-value]  # LightGBM: dense here
     return np.full(len(features), float(model))
 
 
@@ -808,10 +810,12 @@ def run_summary(log: sim.SimLog, *, days: int, actions: int) -> dict[str, float]
     """Whole-horizon value, one-step value (mean policy_value), retention over the run's days
     (the share of patients still engaged at the end), share of decisions nudged."""
     action = log.concat("action")
+    engaged_days = log.engaged_days
+    assert engaged_days is not None  # set by sim.simulate at the end of a run
     return {
         "horizon_value": float(log.horizon_value),
         "one_step_value": float(log.concat("policy_value").mean()) if len(action) else 0.0,
-        "retention": float(np.mean(log.engaged_days >= days)),
+        "retention": float(np.mean(engaged_days >= days)),
         "nudged_share": float(np.mean(action < actions)) if len(action) else 0.0,
         "decisions": int(len(action)),
     }

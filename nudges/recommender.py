@@ -70,7 +70,8 @@ class ModelBundle:
         if len(features) == 0:
             return np.zeros(0), np.zeros(0)
         threads = _threads(features)
-        return (
+        # LightGBM types predict() as ndarray | sparse | list: dense rows give ndarrays.
+        return (  # type: ignore[return-value]
             self.act.predict(features, num_threads=threads),
             self.effect.predict(features, num_threads=threads),
         )
@@ -86,7 +87,9 @@ class ModelBundle:
                 return tables.contributions(features)
             except Exception as error:  # never an explanation's failure for a decision's
                 logger.error("TreeSHAP tables failed (%s); LightGBM's used", type(error).__name__)
-        return self.act.predict(features, pred_contrib=True, num_threads=_threads(features))
+        return self.act.predict(  # type: ignore[return-value]  # LightGBM: a dense array here
+            features, pred_contrib=True, num_threads=_threads(features)
+        )
 
     def explainer(self) -> PathTables | None:
         """The P(act) model's TreeSHAP tables, built on first use (about half a second);
@@ -231,7 +234,7 @@ def train(
             "split_day": float(cut),
         },
     )
-    p_held = act.predict(features[held])
+    p_held: np.ndarray = act.predict(features[held])  # type: ignore[assignment]  # dense
     metrics = {
         "act_auc": round(auc(acted[held], p_held), 4),
         "act_log_loss": round(log_loss(acted[held], p_held), 4),

@@ -23,7 +23,7 @@ def _time(value: Any) -> str | None:
 
 
 def nudge_body(delivery: Delivery) -> dict[str, Any]:
-    if Delivery.template.is_cached(delivery):  # type: ignore[attr-defined]
+    if Delivery.template.is_cached(delivery):
         t = delivery.template
         title, body, goal, category = t.title, t.body, t.goal, t.category
     else:

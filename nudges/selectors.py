@@ -6,7 +6,7 @@ import datetime as dt
 import functools
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from django.conf import settings
@@ -73,6 +73,7 @@ def delivery_history(
     window_start = now - dt.timedelta(days=settings.NUDGE_REPEAT_WINDOW_DAYS)
     gap_start = now - dt.timedelta(minutes=settings.NUDGE_MIN_GAP_MINUTES)
     since = min(day_start, window_start, gap_start)
+    rows: Iterable[tuple[str, dt.datetime]]
     if deliveries is None:
         rows = (
             deliveries_for_patient(patient)

@@ -41,7 +41,8 @@ class DecisionRequestSerializer(serializers.Serializer):
     trigger = serializers.ChoiceField(
         choices=[Trigger.APP_OPEN, Trigger.EVENT], default=Trigger.APP_OPEN
     )
-    context = serializers.DictField(required=False, default=dict)
+    # The metaclass takes declared fields off the class: Serializer.context is still the context.
+    context = serializers.DictField(required=False, default=dict)  # type: ignore[assignment]
 
     def validate_context(self, value: dict) -> dict:
         if len(value) > MAX_CONTEXT_KEYS:
@@ -104,7 +105,7 @@ class DecisionSerializer(serializers.ModelSerializer):
         return getattr(decision, "delivery", None) if decision.template_id else None
 
 
-STATE_MESSAGES = {
+STATE_MESSAGES: dict[str, str] = {  # by Delivery.state, a plain str once read
     DeliveryState.AWAITING_REVIEW: "A clinician will look at this suggestion before you get it.",
     DeliveryState.HELD: "You will get this suggestion when your quiet hours end.",
     DeliveryState.BLOCKED: "This suggestion was withdrawn.",

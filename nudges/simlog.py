@@ -74,13 +74,15 @@ def log_records(
     records: list[dict[str, Any]] = []
     for step in recorder.steps:
         obs = step.obs
+        values, reward = step.values, step.reward
+        assert values is not None and reward is not None  # the simulator sets both
         when = BASE + dt.timedelta(days=obs.day, hours=sim.SLOT_HOURS[obs.slot])
         stamp = when.isoformat().replace("+00:00", "Z")
         chosen = np.minimum(step.action, m - 1)
         goals = world.catalogue.goal[chosen]
         deltas = health_delta(measures, obs.rows, goals, np.full(len(obs.rows), obs.day))
         for k, i in enumerate(obs.rows):
-            columns = np.flatnonzero(obs.mask[k])
+            columns: list[int] = np.flatnonzero(obs.mask[k]).tolist()
             action = int(step.action[k])
             context: dict[str, Any] = {
                 f"g_{g}": int(cohort.groups[i, j]) for j, g in enumerate(group_names)
@@ -99,10 +101,10 @@ def log_records(
             probs = step.probabilities[k]
             distribution = {keys[c]: float(probs[c]) for c in columns if probs[c] > 0}
             distribution[NONE] = float(probs[m])
-            true_values = {keys[c]: float(step.values[k, c]) for c in columns}
+            true_values = {keys[c]: float(values[k, c]) for c in columns}
             true_values[NONE] = 0.0
             outcome: dict[str, Any] = {
-                "reward": float(step.reward[k]),
+                "reward": float(reward[k]),
                 "acted": bool(step.acted[k]),
             }
             if action < m and np.isfinite(deltas[k]):

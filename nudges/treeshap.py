@@ -122,19 +122,23 @@ class PathTables:
         slot (a leaf and one of its distinct features) finds its value for a pattern. Slots
         are ordered by feature, so that a row's values add up per feature in one pass."""
         self.table, leaf_base = _tables(leaves)
-        slot_leaf, slot_feature, slot_j = [], [], []
-        step_slot, step_node, step_left = [], [], []
+        slot_leaf: list[int] = []
+        slot_feature: list[int] = []
+        slot_j: list[int] = []
+        step_slot: list[int] = []
+        step_node: list[int] = []
+        step_left: list[bool] = []
         for index, leaf in enumerate(leaves):
             features = list(leaf.zero_fraction)  # distinct, in path order
             first = len(slot_leaf)
-            for j, feature in enumerate(features):
+            for k, feature in enumerate(features):
                 slot_leaf.append(index)
                 slot_feature.append(feature)
-                slot_j.append(j)
-            for node, left, feature in leaf.steps:
+                slot_j.append(k)
+            for node, goes_left, feature in leaf.steps:
                 step_slot.append(first + features.index(feature))
                 step_node.append(node)
-                step_left.append(left)
+                step_left.append(goes_left)
         order = np.argsort(np.asarray(slot_feature), kind="stable")
         position = np.empty(len(order), dtype=np.intp)
         position[order] = np.arange(len(order))

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -44,8 +45,10 @@ class PatientView(APIView):
     permission_classes = [IsPatient]
 
     @property
-    def patient(self):  # type: ignore[no-untyped-def]
-        return self.request.user.patient
+    def patient(self) -> Patient:
+        user = self.request.user
+        assert isinstance(user, User)  # IsPatient admits patients' app tokens only
+        return user.patient
 
 
 def inbox_body(patient: Patient) -> list[dict[str, Any]]:

@@ -99,16 +99,13 @@ def patients_create(*, records: Sequence[NewPatient]) -> list[tuple[Patient, str
                 ConsentEvent(patient=patient, purpose=purpose, granted=granted, source="enrolment")
             )
         tokens.append(Token(user=patient.user, key=Token.generate_key()))
-    for model, rows in (
-        (PatientKey, keys),
-        (CarePlanGoal, goals),
-        (Condition, conditions),
-        (Medication, medications),
-        (Consent, consents),
-        (ConsentEvent, events),
-        (Token, tokens),
-    ):
-        model.objects.bulk_create(rows, batch_size=2000)
+    PatientKey.objects.bulk_create(keys, batch_size=2000)
+    CarePlanGoal.objects.bulk_create(goals, batch_size=2000)
+    Condition.objects.bulk_create(conditions, batch_size=2000)
+    Medication.objects.bulk_create(medications, batch_size=2000)
+    Consent.objects.bulk_create(consents, batch_size=2000)
+    ConsentEvent.objects.bulk_create(events, batch_size=2000)
+    Token.objects.bulk_create(tokens, batch_size=2000)
     return [(p, t.key) for p, t in zip(patients, tokens, strict=True)]
 
 

@@ -27,7 +27,7 @@ class IsPatient(BasePermission):
 
     message = "This API is for patients' app tokens."
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         user = request.user
         return bool(user and user.is_authenticated and hasattr(user, "patient"))
 

@@ -15,7 +15,7 @@ def is_compliance_officer(user: AbstractBaseUser | AnonymousUser | None) -> bool
         user is not None
         and user.is_authenticated
         and user.is_active
-        and user.groups.filter(name=COMPLIANCE).exists()  # type: ignore[union-attr,attr-defined]
+        and user.groups.filter(name=COMPLIANCE).exists()  # type: ignore[attr-defined]
     )
 
 

@@ -112,7 +112,7 @@ class ReleaseAdmin(ComplianceOnly, ReadOnlyAdmin):
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
-    ) -> HttpResponse:  # type: ignore[override]
+    ) -> HttpResponse:
         release = self._release(request, object_id)
         p = release.parameters
         columns = p["columns"]
@@ -200,7 +200,7 @@ class PrivacyBudgetAdmin(ComplianceOnly, ReadOnlyAdmin):
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
-    ) -> HttpResponse:  # type: ignore[override]
+    ) -> HttpResponse:
         self._guard(request)
         if self.get_object(request, unquote(object_id)) is None:
             raise Http404

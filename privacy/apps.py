@@ -7,7 +7,7 @@ class PrivacyConfig(AppConfig):
     verbose_name = "Privacy"
 
 
-def _permissions_before_roles(sender, using="default", apps=None, **kwargs):  # type: ignore[no-untyped-def]
+def _permissions_before_roles(sender, using="default", apps=None, **kwargs):
     """The role sync (clinicians.roles, run when the clinicians app has been migrated or
     flushed) grants the compliance role permissions of this app, which is listed after
     clinicians: Django would create them only later. Create them just before."""

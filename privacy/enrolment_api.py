@@ -20,7 +20,7 @@ MAX_CODES = 100
 class IsIntegration(BasePermission):
     message = "This endpoint is for the clinic's integration."
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         user = request.user
         return bool(user and user.is_authenticated and user.has_perm("patients.enrol_patient"))
 

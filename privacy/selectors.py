@@ -78,16 +78,16 @@ class _EpochMicros(Func):
 
     output_field = BigIntegerField()
 
-    def as_postgresql(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+    def as_postgresql(self, compiler, connection, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
         return f"(EXTRACT(EPOCH FROM {sql}) * 1000000)::bigint", params
 
-    def as_sqlite(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+    def as_sqlite(self, compiler, connection, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
         # julianday is exact to tens of microseconds here: far below a report's day.
         return f"CAST(ROUND((julianday({sql}) - 2440587.5) * 86400000000.0) AS INTEGER)", params
 
-    def as_sql(self, compiler, connection, **extra):  # type: ignore[no-untyped-def,override]
+    def as_sql(self, compiler, connection, **extra):  # type: ignore[override]
         raise NotSupportedError("the reports need SQLite or PostgreSQL")
 
 

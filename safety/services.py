@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -130,9 +130,7 @@ def _next_version() -> int:
 
 
 @transaction.atomic
-def ruleset_load_file(
-    *, path: Path = RULES_FILE, by: AbstractBaseUser | None = None
-) -> RuleSet | None:
+def ruleset_load_file(*, path: Path = RULES_FILE, by: User | None = None) -> RuleSet | None:
     """Load the reviewed catalogue file. The first load becomes the active rule set (the file's
     review is its sign-off). Later, a file that differs from the active set's file becomes a
     new draft, to be proposed and signed off like any change; an unchanged file does nothing.
@@ -168,7 +166,7 @@ def ruleset_load_file(
 
 
 def _rule_create(
-    rule_set: RuleSet, code: str, groups: Sequence[str], fields: dict[str, Any], by: Any
+    rule_set: RuleSet, code: str, groups: Sequence[str], fields: dict[str, Any], by: User | None
 ) -> Rule:
     _check_rule(code, groups, fields)
     rule = Rule.objects.create(rule_set=rule_set, code=code, **fields)
@@ -180,7 +178,7 @@ def _rule_create(
 
 
 @transaction.atomic
-def ruleset_draft_create(*, by: AbstractBaseUser) -> RuleSet:
+def ruleset_draft_create(*, by: User) -> RuleSet:
     """A new draft that starts as a copy of the active rule set. One draft at a time."""
     if RuleSet.objects.filter(status__in=[RuleSetStatus.DRAFT, RuleSetStatus.PROPOSED]).exists():
         raise ApplicationError(
@@ -221,7 +219,7 @@ def rule_save(
     code: str,
     groups: Sequence[str],
     fields: dict[str, Any],
-    by: AbstractBaseUser,
+    by: User,
 ) -> Rule:
     """Create or change one rule of a draft, validated, with its revision recorded."""
     rule_set = RuleSet.objects.select_for_update().get(pk=rule_set.pk)
@@ -245,7 +243,7 @@ def rule_save(
 
 
 @transaction.atomic
-def rule_delete(*, rule: Rule, by: AbstractBaseUser) -> None:
+def rule_delete(*, rule: Rule, by: User) -> None:
     _editable(rule.rule_set)
     RuleRevision.objects.create(
         rule_set=rule.rule_set,
@@ -258,7 +256,7 @@ def rule_delete(*, rule: Rule, by: AbstractBaseUser) -> None:
 
 
 @transaction.atomic
-def ruleset_propose(*, rule_set: RuleSet, by: AbstractBaseUser, dry_run: dict[str, Any]) -> RuleSet:
+def ruleset_propose(*, rule_set: RuleSet, by: User, dry_run: dict[str, Any]) -> RuleSet:
     """Freeze a draft for a second person's sign-off, with its dry-run impact recorded."""
     rule_set = RuleSet.objects.select_for_update().get(pk=rule_set.pk)
     _editable(rule_set)
@@ -274,14 +272,14 @@ def ruleset_propose(*, rule_set: RuleSet, by: AbstractBaseUser, dry_run: dict[st
 
 def ruleset_editors(rule_set: RuleSet) -> set[Any]:
     """Everyone who changed the draft or proposed it: none of them may sign it off."""
-    editors = set(rule_set.revisions.values_list("changed_by_id", flat=True))
+    editors: set[int | None] = set(rule_set.revisions.values_list("changed_by_id", flat=True))
     editors.update({rule_set.created_by_id, rule_set.proposed_by_id})
     editors.discard(None)
     return editors
 
 
 @transaction.atomic
-def ruleset_switch(*, rule_set: RuleSet, by: AbstractBaseUser) -> RuleSet:
+def ruleset_switch(*, rule_set: RuleSet, by: User) -> RuleSet:
     """Make a proposed set the active one and retire the old one. The active row is locked
     first, so a delivery checking the rules (FOR SHARE on that row) either finishes before
     the switch or sees the new set. The caller checks the sign-off rules."""
@@ -303,7 +301,7 @@ def ruleset_switch(*, rule_set: RuleSet, by: AbstractBaseUser) -> RuleSet:
 
 
 @transaction.atomic
-def ruleset_discard(*, rule_set: RuleSet, by: AbstractBaseUser) -> None:
+def ruleset_discard(*, rule_set: RuleSet, by: User) -> None:
     """Drop a draft or proposed set that will not be activated (kept as retired)."""
     if rule_set.status not in (RuleSetStatus.DRAFT, RuleSetStatus.PROPOSED):
         raise ApplicationError("Only a draft or proposed set can be discarded.", status=409)

@@ -20,7 +20,7 @@ def _vendor() -> str:
     return "postgresql" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
 
 
-def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+def pytest_collection_modifyitems(config, items):
     """Tests that need a real service say so with a marker. Without the service they are
     skipped, visibly; with REQUIRE_SERVICES=1 (CI's second pass) a missing service fails."""
     have = {
@@ -43,7 +43,7 @@ def load_catalogue() -> None:
     medical_groups_load()
     ruleset_load_file()
     templates_load()
-    signer = UserFactory(username="catalogue-signer")
+    signer = UserFactory.create(username="catalogue-signer")
     signer.groups.add(Group.objects.get(name=CLINICIAN))
     templates_signoff(
         templates=list(Template.objects.filter(status=TemplateStatus.PENDING)), by=signer
@@ -51,7 +51,7 @@ def load_catalogue() -> None:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):  # type: ignore[no-untyped-def]
+def django_db_setup(django_db_setup, django_db_blocker):
     """The catalogue is loaded once into the test database; each test's transaction rolls
     back to it."""
     with django_db_blocker.unblock():
@@ -59,7 +59,7 @@ def django_db_setup(django_db_setup, django_db_blocker):  # type: ignore[no-unty
 
 
 @pytest.fixture(autouse=True)
-def catalogue(db):  # type: ignore[no-untyped-def]
+def catalogue(db):
     """Transactional tests empty the database when they end: reload after one of them."""
     if not Template.objects.filter(status=TemplateStatus.ACTIVE).exists():
         load_catalogue()
@@ -79,22 +79,22 @@ def _client(token: str | None) -> APIClient:
 
 
 @pytest.fixture
-def patient_a(db):  # type: ignore[no-untyped-def]
+def patient_a(db):
     return make_patient(goals={"activity": 0.8, "sleep": 0.4}, groups=("hypertension",))
 
 
 @pytest.fixture
-def patient_b(db):  # type: ignore[no-untyped-def]
+def patient_b(db):
     return make_patient(goals={"mood": 0.9, "diet": 0.5}, groups=("depression",))
 
 
 @pytest.fixture
-def api_a(patient_a) -> APIClient:  # type: ignore[no-untyped-def]
+def api_a(patient_a) -> APIClient:
     return _client(patient_a[1])
 
 
 @pytest.fixture
-def api_b(patient_b) -> APIClient:  # type: ignore[no-untyped-def]
+def api_b(patient_b) -> APIClient:
     return _client(patient_b[1])
 
 
@@ -104,38 +104,38 @@ def anonymous() -> APIClient:
 
 
 @pytest.fixture
-def clinician_cardio(db):  # type: ignore[no-untyped-def]
+def clinician_cardio(db):
     return make_clinician("clin-cardio", ("hypertension", "heart-failure"))
 
 
 @pytest.fixture
-def clinician_mental(db):  # type: ignore[no-untyped-def]
+def clinician_mental(db):
     return make_clinician("clin-mental", ("depression", "eating-disorder"))
 
 
 @pytest.fixture
-def clinician_other(db):  # type: ignore[no-untyped-def]
+def clinician_other(db):
     """Covers a group none of the cast's patients is in."""
     return make_clinician("clin-resp", ("copd",))
 
 
 @pytest.fixture
-def compliance_officer(db):  # type: ignore[no-untyped-def]
-    return UserFactory(username="compliance")
+def compliance_officer(db):
+    return UserFactory.create(username="compliance")
 
 
 @pytest.fixture
-def outsider(db):  # type: ignore[no-untyped-def]
-    return UserFactory(username="outsider", is_staff=False)
+def outsider(db):
+    return UserFactory.create(username="outsider", is_staff=False)
 
 
 @pytest.fixture
-def outsider_api(outsider) -> APIClient:  # type: ignore[no-untyped-def]
+def outsider_api(outsider) -> APIClient:
     return _client(token_for(outsider))
 
 
 @pytest.fixture(scope="session")
-def trained_bundle():  # type: ignore[no-untyped-def]
+def trained_bundle():
     """A model trained on a small simulated world's baseline log (no database; ~seconds)."""
     from nudges import offline
 
@@ -143,7 +143,7 @@ def trained_bundle():  # type: ignore[no-untyped-def]
     return offline.train_on_baseline(setup, days=20, seed=6).bundle
 
 
-def promote_bundle(bundle, settings, directory):  # type: ignore[no-untyped-def]
+def promote_bundle(bundle, settings, directory):
     """Register `bundle` and make it the champion (artefacts under `directory`)."""
     from django.utils import timezone
 
@@ -159,7 +159,7 @@ def promote_bundle(bundle, settings, directory):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(params=["baseline", "agenda"])
-def policy_in_force(request, settings, tmp_path, trained_bundle):  # type: ignore[no-untyped-def]
+def policy_in_force(request, settings, tmp_path, trained_bundle):
     """Runs a test once under the baseline and once under the agenda policy (a promoted
     champion, with no cold start so that even new patients get it)."""
     if request.param == "agenda":

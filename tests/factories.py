@@ -4,7 +4,7 @@ import itertools
 
 import factory
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from rest_framework.authtoken.models import Token
 
 from clinicians.access import clinician_groups_set
@@ -38,7 +38,7 @@ def make_patient(
     sex: str = "female",
     consents: dict[str, bool] | None = None,
     quiet: tuple | None = None,
-):  # type: ignore[no-untyped-def]
+):
     """A patient created through patients_create, with the conditions that put them in
     `groups`; returns (patient, token). Quiet hours are off unless `quiet` = (start, end)."""
     record = NewPatient(
@@ -62,7 +62,13 @@ def make_patient(
     return patient, token
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+def _save_when_created(user: User, create: bool, extracted: object, **kwargs: object) -> None:
+    """set_password runs after the row is written and skip_postgeneration_save is on."""
+    if create:
+        user.save()
+
+
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
         model = get_user_model()
         django_get_or_create = ("username",)
@@ -71,32 +77,28 @@ class UserFactory(factory.django.DjangoModelFactory):
     username = factory.Sequence(lambda n: f"user{n}")
     password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery")
     is_staff = True
-
-    @factory.post_generation
-    def persist(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
-        if create:
-            self.save()
+    persist = factory.PostGeneration(_save_when_created)
 
 
-def make_clinician(username: str, groups: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def make_clinician(username: str, groups: tuple[str, ...]) -> User:
     """A staff user with the clinician role, covering `groups` (guardian grants)."""
-    user = UserFactory(username=username)
+    user = UserFactory.create(username=username)
     user.groups.add(Group.objects.get(name=CLINICIAN))
     clinician_groups_set(user=user, groups=MedicalGroup.objects.filter(slug__in=groups))
     return user
 
 
-def make_safety_lead(username: str):  # type: ignore[no-untyped-def]
-    user = UserFactory(username=username)
+def make_safety_lead(username: str) -> User:
+    user = UserFactory.create(username=username)
     user.groups.add(Group.objects.get(name=SAFETY_LEAD))
     return user
 
 
-def token_for(user) -> str:  # type: ignore[no-untyped-def]
+def token_for(user) -> str:
     return Token.objects.get_or_create(user=user)[0].key
 
 
-def make_nudge(patient, *, at=None, review: bool = False):  # type: ignore[no-untyped-def]
+def make_nudge(patient, *, at=None, review: bool = False):
     """A nudge made by the real decision service. The policy may choose not to nudge, so each
     try takes the next minute (a decision point is decided once) and a fresh seed. Tries go
     forward in time from the patient's latest decision: a moment before an earlier nudge
@@ -131,7 +133,7 @@ def make_nudge(patient, *, at=None, review: bool = False):  # type: ignore[no-un
 _row_minutes = itertools.count()
 
 
-def make_delivery_row(patient, state: str, *, due_at=None, template=None):  # type: ignore[no-untyped-def]
+def make_delivery_row(patient, state: str, *, due_at=None, template=None):
     """A delivery sitting in `state`, written directly as rows (no policy, no gate): for tests
     about what happens next to it."""
     import datetime as dt

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/events/"
 
 
-def event(client_id: str, **overrides) -> dict:  # type: ignore[no-untyped-def]
+def event(client_id: str, **overrides) -> dict:
     body = {
         "client_id": client_id,
         "kind": "steps",

@@ -14,11 +14,11 @@ from tests.factories import make_nudge
 pytestmark = pytest.mark.django_db
 
 
-def url(delivery_id) -> str:  # type: ignore[no-untyped-def]
+def url(delivery_id) -> str:
     return f"/api/v1/nudges/{delivery_id}/feedback/"
 
 
-def nudge_in(patient, state: str) -> Delivery:  # type: ignore[no-untyped-def]
+def nudge_in(patient, state: str) -> Delivery:
     """A nudge moved to `state` through the state-machine service."""
     delivery = make_nudge(patient)
     if state != DeliveryState.READY:
@@ -54,6 +54,7 @@ def test_opening_a_delivered_nudge_records_when_it_was_opened(patient_a, api_a):
     assert response.json()["state"] == DeliveryState.OPENED
     delivery.refresh_from_db()
     assert delivery.state == DeliveryState.OPENED
+    assert delivery.opened_at is not None
     assert delivery.opened_at >= before
     transition = DeliveryTransition.objects.filter(delivery=delivery).latest("created_at")
     assert (transition.from_state, transition.to_state, transition.actor) == (

@@ -203,7 +203,7 @@ def test_a_body_that_is_not_an_object_is_refused(patient_a, api_a):
     assert stored(patient_a[0]) == before
 
 
-def send(client, method: str):  # type: ignore[no-untyped-def]
+def send(client, method: str):
     if method == "get":
         return client.get(URL)
     return client.patch(URL, {"timezone": "Europe/Paris"}, format="json")

@@ -15,18 +15,18 @@ URL = "/api/v1/nudges/"
 
 
 @pytest.fixture(autouse=True)
-def room_for_many_nudges(settings):  # type: ignore[no-untyped-def]
+def room_for_many_nudges(settings):
     """Several nudges in a row: the daily cap and the minimum gap would otherwise refuse the
     second one, which is the delivery policy's business, not the inbox's."""
     settings.NUDGE_DAILY_CAP = 100
     settings.NUDGE_MIN_GAP_MINUTES = 0
 
 
-def moved(delivery: Delivery, to_state: str, **fields) -> Delivery:  # type: ignore[no-untyped-def]
+def moved(delivery: Delivery, to_state: str, **fields) -> Delivery:
     return delivery_move(delivery=delivery, to_state=to_state, actor="test", **fields)
 
 
-def listed_ids(response) -> list[str]:  # type: ignore[no-untyped-def]
+def listed_ids(response) -> list[str]:
     return [item["id"] for item in response.json()]
 
 

@@ -19,7 +19,7 @@ from tests.factories import make_nudge
 
 
 @pytest.fixture(autouse=True)
-def head_file(settings, tmp_path):  # type: ignore[no-untyped-def]
+def head_file(settings, tmp_path):
     settings.AUDIT_HEAD_FILE = tmp_path / "audit-head.json"
     return settings.AUDIT_HEAD_FILE
 
@@ -38,7 +38,7 @@ def as_database_owner():
             cursor.execute(switch.format("ENABLE"))
 
 
-def three_entries(patient):  # type: ignore[no-untyped-def]
+def three_entries(patient):
     return [
         record(AuditAction.RELEASE, "system:test", detail={"report": "r-1", "epsilon": 0.5}),
         record(AuditAction.EXPORT, "system:test", patient),

@@ -15,7 +15,7 @@ DEFAULT = PolicyParams()
 
 
 @st.composite
-def scored_batches(draw_, max_rows: int = 6, max_templates: int = 14):  # type: ignore[no-untyped-def]
+def scored_batches(draw_, max_rows: int = 6, max_templates: int = 14):
     n = draw_(st.integers(1, max_rows))
     m = draw_(st.integers(1, max_templates))
     scores = draw_(
@@ -245,7 +245,7 @@ def test_a_ceiling_too_low_for_one_candidate_is_relaxed_to_an_even_split():
 
 
 @st.composite
-def clip_cases(draw_):  # type: ignore[no-untyped-def]
+def clip_cases(draw_):
     n = draw_(st.integers(1, 5))
     m = draw_(st.integers(1, 20))
     p = draw_(hnp.arrays(np.float64, (n, m), elements=st.floats(0.0, 10.0)))
@@ -362,7 +362,7 @@ def test_draw_works_row_by_row():
 
 
 @st.composite
-def distributions(draw_):  # type: ignore[no-untyped-def]
+def distributions(draw_):
     m = draw_(st.integers(1, 12))
     weights = draw_(
         hnp.arrays(np.float64, m, elements=st.one_of(st.just(0.0), st.floats(1e-6, 1.0)))

@@ -29,7 +29,7 @@ PASSWORD = "correct-horse-battery"  # tests.factories.UserFactory
 QUEUE = "/admin/clinicians/reviewqueueitem/"
 
 
-def open_review(patient, group: str, rule: str) -> ReviewRequest:  # type: ignore[no-untyped-def]
+def open_review(patient, group: str, rule: str) -> ReviewRequest:
     delivery = make_delivery_row(
         patient,
         DeliveryState.AWAITING_REVIEW,

@@ -19,7 +19,7 @@ from tests.factories import make_nudge
 pytestmark = pytest.mark.django_db
 
 
-def _points(patient, n: int, now: dt.datetime) -> list[tuple]:  # type: ignore[no-untyped-def]
+def _points(patient, n: int, now: dt.datetime) -> list[tuple]:
     db = DbFormat()
     at = db.datetime(now)
     return [
@@ -41,7 +41,7 @@ def _decisions(points: list[tuple]) -> list[tuple]:
     ]
 
 
-def _reviews(patient, delivery, group, n: int, now: dt.datetime):  # type: ignore[no-untyped-def]
+def _reviews(patient, delivery, group, n: int, now: dt.datetime):
     requests = [
         ReviewRequest(
             created_at=now,

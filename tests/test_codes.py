@@ -3,6 +3,8 @@ substance codes, so medical-group membership can follow from them. Invalid codes
 at the door (patients_create) and in the reviewed medical-groups file (medical_groups_load)."""
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,7 +199,7 @@ def test_codes_are_stored_upper_case_and_trimmed_and_still_place_the_patient_in_
 # medical_groups_load -----------------------------------------------------------------------
 
 
-def groups_file(tmp_path, definitions) -> object:
+def groups_file(tmp_path: Path, definitions: list[dict[str, Any]]) -> Path:
     path = tmp_path / "medical_groups.json"
     path.write_text(json.dumps(definitions))
     return path

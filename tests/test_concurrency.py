@@ -16,7 +16,7 @@ from tests.factories import make_patient
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-def _run_in_threads(n: int, target) -> list:  # type: ignore[no-untyped-def]
+def _run_in_threads(n: int, target) -> list:
     results: list = [None] * n
     errors: list = []
     barrier = threading.Barrier(n)

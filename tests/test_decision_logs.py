@@ -5,6 +5,7 @@ engine's own decisions exported in the same format."""
 import datetime as dt
 import hashlib
 import hmac
+import math
 import re
 import stat
 from zoneinfo import ZoneInfo
@@ -55,7 +56,7 @@ def valid_records(n: int = 5) -> list[dict]:
     ]
 
 
-def write(path, records: list) -> str:  # type: ignore[no-untyped-def]
+def write(path, records: list) -> str:
     lines = [r if isinstance(r, bytes) else dumps(r) for r in records]
     path.write_bytes(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines))
     return str(path)
@@ -151,7 +152,7 @@ def test_a_file_with_one_bad_line_imports_nothing_and_names_the_line(tmp_path, b
 
 def test_a_bad_line_after_chunks_were_inserted_still_imports_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(decision_logs, "CHUNK_LINES", 2)
-    lines = valid_records(7)
+    lines: list[dict | bytes] = [*valid_records(7)]
     lines[5] = BAD_LINES["probability 0"]
     lines[6] = BAD_LINES["unknown field"]
     path = write(tmp_path / "log.jsonl", lines)
@@ -274,14 +275,14 @@ def test_an_imported_log_reads_back_as_it_was_written(tmp_path):
         np.testing.assert_array_equal(log.context[key], column[order])
 
 
-def _action(log, i):  # type: ignore[no-untyped-def]
+def _action(log, i):
     return None if log.action[i] < 0 else log.actions[log.action[i]]
 
 
-def _available(log, i):  # type: ignore[no-untyped-def]
+def _available(log, i):
     rows = log.rows_of(i)
     known = [
-        np.where(np.isnan(v[rows]), None, v[rows]).tolist()
+        [None if math.isnan(x) else x for x in v[rows].tolist()]
         for v in (log.avail_prob, log.avail_true)
     ]
     return [(log.actions[a], known[0][k], known[1][k]) for k, a in enumerate(log.avail[rows])]
@@ -303,7 +304,7 @@ def test_the_import_command_prints_the_count(tmp_path, capsys):
 
 
 def test_the_import_command_names_the_bad_lines(tmp_path):
-    lines = valid_records(3)
+    lines: list[dict | bytes] = [*valid_records(3)]
     lines[1] = BAD_LINES["malformed JSON"]
     path = write(tmp_path / "log.jsonl", lines)
 
@@ -346,7 +347,7 @@ def test_health_delta_is_after_minus_before_in_standard_units_higher_better():
 # The engine's own decisions -----------------------------------------------------------------
 
 
-def seed(tmp_path) -> dt.datetime:  # type: ignore[no-untyped-def]
+def seed(tmp_path) -> dt.datetime:
     call_command("seed_demo", patients=60, days=10, seed=1, credentials=tmp_path / "c.json")
     return timezone.now()
 
@@ -408,6 +409,7 @@ def test_an_exported_health_delta_is_the_change_of_the_goal_measure_in_local_day
         )
         assert r["outcome"]["health_delta"] == pytest.approx(_by_hand(decision), abs=1e-5)
         if "reward" in r["outcome"]:
+            assert decision.template is not None
             weight = decision.receipt["agenda"][decision.template.goal]
             acted = r["outcome"].get("acted", False)
             assert r["outcome"]["reward"] == pytest.approx(
@@ -416,6 +418,7 @@ def test_an_exported_health_delta_is_the_change_of_the_goal_measure_in_local_day
 
 
 def _by_hand(decision: Decision) -> float:
+    assert decision.template is not None
     patient, measure = decision.patient, measures.MEASURES[decision.template.goal]
     zone = ZoneInfo(patient.timezone)
     day = decision.decision_point.moment.astimezone(zone).date()

@@ -5,6 +5,7 @@ field, with nothing stored."""
 
 import copy
 import hashlib
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -20,7 +21,7 @@ from tests.factories import UserFactory, token_for
 
 URL = "/api/v1/enrollments/"
 
-RECORD = {
+RECORD: dict[str, Any] = {
     "identifiers": {
         "record_number": "MRN-0042-77",
         "email": "Ada.Lovelace@Example.ORG",
@@ -37,15 +38,15 @@ RECORD = {
 
 
 @pytest.fixture
-def integration(db) -> APIClient:  # type: ignore[no-untyped-def]
-    user = UserFactory(username="clinic-integration", is_staff=False)
+def integration(db) -> APIClient:
+    user = UserFactory.create(username="clinic-integration", is_staff=False)
     user.groups.add(Group.objects.get(name=INTEGRATION))
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     return client
 
 
-def enrol(client: APIClient, **changes):  # type: ignore[no-untyped-def]
+def enrol(client: APIClient, **changes):
     body = copy.deepcopy(RECORD)
     for key, value in changes.items():
         if key in ("record_number", "email", "phone"):

@@ -69,6 +69,12 @@ def signer(db):
     return make_safety_lead("lead-signer")
 
 
+def active_set() -> RuleSet:
+    active = active_rule_set()
+    assert active is not None
+    return active
+
+
 def template(slug: str) -> Template:
     return Template.objects.get(slug=slug, status=TemplateStatus.ACTIVE)
 
@@ -127,7 +133,7 @@ def reasons(delivery: Delivery) -> list[tuple[str, str, str]]:
 
 
 def test_a_new_draft_is_a_copy_of_the_active_rule_set(author):
-    active = active_rule_set()
+    active = active_set()
 
     draft = ruleset_draft_create(by=author)
 
@@ -141,7 +147,7 @@ def test_a_new_draft_is_a_copy_of_the_active_rule_set(author):
 
 
 def test_editing_the_draft_does_not_touch_the_active_set(author):
-    active = active_rule_set()
+    active = active_set()
     before = contents(active)
     draft = ruleset_draft_create(by=author)
     rule = draft.rules.get(code="HF-FLUIDS-01")
@@ -246,6 +252,7 @@ def test_editing_a_rule_records_a_revision_with_before_and_after(author):
         "edited",
         author,
     )
+    assert revision.before is not None and revision.after is not None
     assert (revision.before["action"], revision.before["severity"]) == ("block", "high")
     assert (revision.after["action"], revision.after["severity"]) == ("review", "moderate")
     assert revision.before["groups"] == ["heart-failure"]
@@ -266,14 +273,17 @@ def test_creating_and_deleting_a_rule_in_a_draft_are_recorded(author):
 
     assert created.rule_set == draft
     assert not draft.rules.filter(code="HF-COLD-01").exists()
-    assert active_rule_set().rules.filter(code="HF-COLD-01").exists()
+    assert active_set().rules.filter(code="HF-COLD-01").exists()
     revisions = {r.code: r for r in RuleRevision.objects.filter(rule_set=draft)}
-    assert revisions["HTN-FLUIDS-T1"].change == "created"
-    assert revisions["HTN-FLUIDS-T1"].before is None
-    assert revisions["HTN-FLUIDS-T1"].after["groups"] == ["hypertension"]
-    assert revisions["HF-COLD-01"].change == "deleted"
-    assert revisions["HF-COLD-01"].before["action"] == "block"
-    assert revisions["HF-COLD-01"].after is None
+    created_revision, deleted_revision = revisions["HTN-FLUIDS-T1"], revisions["HF-COLD-01"]
+    assert created_revision.change == "created"
+    assert created_revision.before is None
+    assert created_revision.after is not None
+    assert created_revision.after["groups"] == ["hypertension"]
+    assert deleted_revision.change == "deleted"
+    assert deleted_revision.before is not None
+    assert deleted_revision.before["action"] == "block"
+    assert deleted_revision.after is None
     assert {r.changed_by for r in revisions.values()} == {author}
 
 
@@ -307,7 +317,7 @@ def proposed_set(author) -> RuleSet:
 
 @pytest.mark.parametrize("status", ["active", "proposed"])
 def test_an_active_or_proposed_set_cannot_be_edited(author, status):
-    rule_set = active_rule_set() if status == "active" else proposed_set(author)
+    rule_set = active_set() if status == "active" else proposed_set(author)
     rule = rule_set.rules.get(code="HF-FLUIDS-01")
     before = contents(rule_set)
 
@@ -372,6 +382,7 @@ def test_submitting_a_draft_records_a_dry_run_that_counts_only_newly_affected_nu
     assert proposed.proposed_by == author
     assert proposed.proposed_at is not None
     dry_run = proposed.dry_run
+    assert dry_run is not None
     assert {k: v for k, v in dry_run.items() if k != "computed_at"} == {
         "open_nudges": 6,
         "would_block": 2,
@@ -381,7 +392,7 @@ def test_submitting_a_draft_records_a_dry_run_that_counts_only_newly_affected_nu
         "patients_reviewed": 1,
         "by_rule": {"HTN-FLUIDS-T1": 2, "DEP-FLUIDS-T1": 1},
     }
-    assert active_rule_set().version < proposed.version  # the dry run changed nothing
+    assert active_set().version < proposed.version  # the dry run changed nothing
 
 
 def test_the_dry_run_counts_nudges_a_removed_block_rule_would_free(author):
@@ -485,7 +496,7 @@ def test_a_draft_that_was_not_proposed_cannot_be_activated(author, signer):
 
 
 def test_a_second_safety_lead_activates_the_set_and_new_decisions_use_it(author, signer, patient_a):
-    old = active_rule_set()
+    old = active_set()
     proposed = proposed_set(author)
     assert catalogue_snapshot().ruleset_version == old.version  # decisions read the old set
     stamp_before = rules_stamp()
@@ -571,7 +582,7 @@ def test_a_standing_approval_given_under_the_old_rule_set_lapses_on_activation(
     author, signer, patient_a, clinician_cardio
 ):
     patient = patient_a[0]  # hypertension: HTN-VIGOROUS-01 asks for review of interval training
-    old = active_rule_set()
+    old = active_set()
     now = timezone.now()
     StandingApproval.objects.create(
         patient=patient,
@@ -597,7 +608,7 @@ def test_a_standing_approval_given_under_the_old_rule_set_lapses_on_activation(
     assert ReviewRequest.objects.filter(delivery=delivery, state=ReviewState.PENDING).exists()
 
 
-def _next_nudge(patient, at):  # type: ignore[no-untyped-def]
+def _next_nudge(patient, at):
     for attempt in range(120):
         decision, _ = decision_make(
             patient=patient, now=at + dt.timedelta(minutes=attempt), rng=default_rng(attempt)
@@ -623,7 +634,7 @@ def test_a_process_that_served_the_old_rule_set_does_not_count_its_approvals_aft
         template_slug="interval-training",
         group=MedicalGroup.objects.get(slug="hypertension"),
         granted_by=clinician_cardio,
-        ruleset_version=active_rule_set().version,
+        ruleset_version=active_set().version,
         groups_key="hypertension",
         expires_at=timezone.now() + dt.timedelta(days=30),
     )
@@ -667,7 +678,7 @@ def test_a_proposed_set_may_be_withdrawn_by_discarding_it(author, signer):
 @pytest.mark.parametrize("status", [RuleSetStatus.ACTIVE, RuleSetStatus.RETIRED])
 def test_an_active_or_retired_set_cannot_be_discarded(author, status):
     if status == RuleSetStatus.ACTIVE:
-        rule_set = active_rule_set()
+        rule_set = active_set()
     else:
         rule_set = ruleset_draft_create(by=author)
         ruleset_discard(rule_set=rule_set, by=author)

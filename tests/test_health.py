@@ -12,7 +12,7 @@ SECRET_DETAIL = "could not connect to server at db.internal:5432"
 
 
 @pytest.fixture
-def broker_unreachable(monkeypatch):  # type: ignore[no-untyped-def]
+def broker_unreachable(monkeypatch):
     """Point Celery at a port where nothing listens. Celery reads CELERY_BROKER_URL and
     CELERY_BROKER_WRITE_URL from the environment before its configuration, so (as in CI,
     where they name a real Redis) those are overridden too."""
@@ -22,10 +22,10 @@ def broker_unreachable(monkeypatch):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def database_down(monkeypatch):  # type: ignore[no-untyped-def]
+def database_down(monkeypatch):
     """Every new cursor fails as it would with the database server gone."""
 
-    def refuse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def refuse(self, *args, **kwargs):
         raise OperationalError(SECRET_DETAIL)
 
     monkeypatch.setattr(type(connections["default"]), "cursor", refuse)

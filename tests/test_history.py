@@ -8,7 +8,7 @@ import pytest
 from nudges import history as H
 
 
-def _brute(event_key, event_time, event_weight, query_key, query_time, tau):  # type: ignore[no-untyped-def]
+def _brute(event_key, event_time, event_weight, query_key, query_time, tau):
     total, last = [], []
     for key, at in zip(query_key, query_time, strict=True):
         hit = (event_key == key) & (event_time < at)

@@ -22,12 +22,12 @@ BODY = {"trigger": "app_open", "context": {"screen": "home", "battery": 0.5}}
 
 
 @pytest.fixture
-def drf_calls(monkeypatch):  # type: ignore[no-untyped-def]
+def drf_calls(monkeypatch):
     """How many requests DRF's views dispatched."""
     calls = []
     dispatch = APIView.dispatch
 
-    def counted(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def counted(self, request, *args, **kwargs):
         calls.append(type(self).__name__)
         return dispatch(self, request, *args, **kwargs)
 
@@ -138,15 +138,15 @@ def test_the_schema_still_documents_both_views():
     assert schema["paths"][INBOX]["get"]["summary"] == "The patient's current nudges"
 
 
-def _request(method: str, token: str, body: dict | None = None):  # type: ignore[no-untyped-def]
+def _request(method: str, token: str, body: dict | None = None):
     factory = RequestFactory()
-    auth = {"HTTP_AUTHORIZATION": f"Token {token}"}
+    auth = {"Authorization": f"Token {token}"}
     if method == "post":
-        return factory.post(DECISIONS, body, content_type="application/json", **auth)
-    return factory.get(INBOX, **auth)
+        return factory.post(DECISIONS, body, content_type="application/json", headers=auth)
+    return factory.get(INBOX, headers=auth)
 
 
-def _same_answer(fast, reference) -> None:  # type: ignore[no-untyped-def]
+def _same_answer(fast, reference) -> None:
     """The same data, written as DRF's renderer writes it (the bytes may differ only in the
     order of a receipt's keys: PostgreSQL's jsonb keeps its own), with the same headers."""
     assert fast.json() == json.loads(reference.content)
@@ -154,7 +154,7 @@ def _same_answer(fast, reference) -> None:  # type: ignore[no-untyped-def]
     assert _headers(fast) == _headers(reference)
 
 
-def _headers(response) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _headers(response) -> dict[str, str]:
     """The headers a client sees; the middleware's are left out, as the reference view is
     called here without them."""
     return {
@@ -165,7 +165,7 @@ def _headers(response) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def test_a_database_outage_on_the_fast_path_is_the_apis_503(api_a, monkeypatch):
-    def refuse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def refuse(self, *args, **kwargs):
         raise OperationalError("the server is gone")
 
     monkeypatch.setattr(type(connections["default"]), "cursor", refuse)

@@ -28,7 +28,7 @@ ME = "/api/v1/me/"
 REPLAYED = "Idempotent-Replayed"
 
 
-def delivered_nudge(patient) -> Delivery:  # type: ignore[no-untyped-def]
+def delivered_nudge(patient) -> Delivery:
     return delivery_move(
         delivery=make_nudge(patient), to_state=DeliveryState.DELIVERED, actor="test"
     )

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from nudges.models import Decision, DecisionPoint, Delivery
 from nudges.services.decisions import DecisionAsk, decisions_make
-from nudges.services.live import DecisionRounds
+from nudges.services.live import DecisionRounds, _Waiting
 from patients.models import Patient
 from tests.factories import make_patient
 
@@ -60,7 +60,8 @@ class _HeldFirstRound(DecisionRounds):
         super().__init__()
         self.others = others
 
-    def _decide(self, round_):  # type: ignore[no-untyped-def]
+    # The base's hook is a staticmethod; this one needs the instance to see the queue.
+    def _decide(self, round_: list[_Waiting]) -> None:  # type: ignore[override]
         if self.rounds == 0:
             deadline = time.monotonic() + 30
             while len(self._queue) < self.others and time.monotonic() < deadline:

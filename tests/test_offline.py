@@ -263,7 +263,7 @@ def test_cross_fit_fits_each_fold_on_the_other_patients_only(
     fitted_on: list[np.ndarray] = []
     real = offline.reward_model
 
-    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def watched(*args, **kwargs):
         fitted_on.append(kwargs["train_rows"])
         return real(*args, **kwargs)
 

@@ -70,7 +70,7 @@ class RacingProvider:
 
 
 @pytest.fixture(autouse=True)
-def fresh_provider_cache():  # type: ignore[no-untyped-def]
+def fresh_provider_cache():
     push._provider_class.cache_clear()
     FlakyProvider.calls = RefusingProvider.calls = 0
     RacingProvider.sends, RacingProvider.inner_counts = [], []
@@ -78,7 +78,7 @@ def fresh_provider_cache():  # type: ignore[no-untyped-def]
     push._provider_class.cache_clear()
 
 
-def _ready_with_push(patient, now: dt.datetime) -> Delivery:  # type: ignore[no-untyped-def]
+def _ready_with_push(patient, now: dt.datetime) -> Delivery:
     """A nudge chosen outside quiet hours for a patient who consents to notifications: ready,
     with a pending push. Seeds are tried in turn because the policy may choose no nudge."""
     for seed in range(30):
@@ -93,12 +93,12 @@ def _ready_with_push(patient, now: dt.datetime) -> Delivery:  # type: ignore[no-
 
 
 @pytest.fixture
-def t0():  # type: ignore[no-untyped-def]
+def t0():
     return timezone.now().replace(microsecond=0)
 
 
 @pytest.fixture
-def ready(patient_a, t0):  # type: ignore[no-untyped-def]
+def ready(patient_a, t0):
     return _ready_with_push(patient_a[0], t0)
 
 
@@ -127,6 +127,7 @@ def test_sending_the_push_counts_the_nudge_as_delivered(ready, t0):
     assert delivery.state == DeliveryState.DELIVERED
     assert delivery.delivered_at == sent_at
     last = DeliveryTransition.objects.filter(delivery=ready).order_by("-created_at").first()
+    assert last is not None
     assert (last.from_state, last.to_state, last.actor) == ("ready", "delivered", "push")
 
 

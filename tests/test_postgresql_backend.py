@@ -35,14 +35,14 @@ def test_an_integer_beyond_64_bits_is_computed_exactly_not_wrapped():
 
 
 @pytest.fixture
-def own_connection():  # type: ignore[no-untyped-def]
+def own_connection():
     """A second connection to the test database, as a server thread holds one."""
     wrapper = connections.create_connection("default")
     yield wrapper
     wrapper.close()
 
 
-def _request(wrapper) -> int:  # type: ignore[no-untyped-def]
+def _request(wrapper) -> int:
     """What a request does with its connection: Django's start-of-request hook, one query,
     the end-of-request hook. Returns the server process that answered."""
     wrapper.close_if_unusable_or_obsolete()

@@ -16,25 +16,25 @@ REQUEST = {"report": "acceptance", "period": PERIOD, "budget": 0.1}
 
 
 @pytest.fixture
-def officer(db):  # type: ignore[no-untyped-def]
+def officer(db):
     return make_officer()
 
 
 @pytest.fixture
-def officer_api(officer) -> APIClient:  # type: ignore[no-untyped-def]
+def officer_api(officer) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(officer)}")
     return client
 
 
 @pytest.fixture
-def officer_admin(officer) -> Client:  # type: ignore[no-untyped-def]
+def officer_admin(officer) -> Client:
     client = Client()
     client.force_login(officer)
     return client
 
 
-def _api(user) -> APIClient:  # type: ignore[no-untyped-def]
+def _api(user) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     return client

@@ -21,7 +21,7 @@ ALPHA = 0.001
 BUDGET = 50_000_000  # rho 0.05: epsilon about 1.47 at delta 1e-6
 
 
-def _audit(*, bounded: bool, runs: int):  # type: ignore[no-untyped-def]
+def _audit(*, bounded: bool, runs: int):
     scenario = audit_scenario(budget_nanorho=BUDGET)
     spec, salt = scenario.spec, 5
     if bounded:

@@ -3,6 +3,7 @@ refuses tampered ones."""
 
 import io
 import json
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -17,14 +18,14 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def release(patient_a):  # type: ignore[no-untyped-def]
+def release(patient_a):
     deliver(patient_a[0], day=4, state="done")
     return report_release(
         report="acceptance", period=PERIOD, budget="0.1", by=make_officer(), channel="api"
     )
 
 
-def _verify_command(path) -> str:  # type: ignore[no-untyped-def]
+def _verify_command(path) -> str:
     out = io.StringIO()
     call_command("verify_report", str(path), stdout=out)
     return out.getvalue()
@@ -103,7 +104,7 @@ def test_an_export_signed_with_another_key_is_refused(settings, release, fmt):
 
 
 def test_the_chart_escapes_its_labels_and_draws_every_interval():
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"g": "<script>", "v": 3, "v_low": 1, "v_high": 5},
         {"g": "b&c", "v": None, "v_low": 0, "v_high": 1},
     ]

@@ -34,7 +34,7 @@ def at(day: int, hour: int = 10) -> dt.datetime:
     return dt.datetime(2025, 3, day, hour, tzinfo=dt.UTC)
 
 
-def deliver(patient, *, day: int, state: str, hour: int = 10, goal: str | None = None):  # type: ignore[no-untyped-def]
+def deliver(patient, *, day: int, state: str, hour: int = 10, goal: str | None = None):
     """A nudge delivered to `patient` on that day of the period, now in `state`."""
     from nudges.models import Template
 
@@ -44,19 +44,19 @@ def deliver(patient, *, day: int, state: str, hour: int = 10, goal: str | None =
     return delivery
 
 
-def make_officer(username: str = "officer"):  # type: ignore[no-untyped-def]
-    user = UserFactory(username=username)
+def make_officer(username: str = "officer"):
+    user = UserFactory.create(username=username)
     user.groups.add(Group.objects.get(name=COMPLIANCE))
     return user
 
 
 @pytest.fixture
-def officer(db):  # type: ignore[no-untyped-def]
+def officer(db):
     return make_officer()
 
 
 @pytest.fixture
-def huge_cap(settings):  # type: ignore[no-untyped-def]
+def huge_cap(settings):
     settings.PRIVACY_PERIOD_CAP_RHO = "100000000"
 
 

@@ -32,7 +32,9 @@ def test_a_patient_changes_consent_and_only_changes_enter_the_history(api_a, pat
     assert api_a.get(URL).json() == {**ALL, "research": False}
     events = ConsentEvent.objects.filter(patient=patient).order_by("created_at")
     assert events.count() == before + 1
-    assert (events.last().purpose, events.last().granted, events.last().source) == (
+    last = events.last()
+    assert last is not None
+    assert (last.purpose, last.granted, last.source) == (
         "research",
         False,
         "app",

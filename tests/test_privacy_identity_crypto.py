@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -28,7 +29,7 @@ def new_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
-def create(**sensitive):  # type: ignore[no-untyped-def]
+def create(**sensitive):
     record = NewPatient(
         pseudonym=f"crypto-{os.urandom(4).hex()}",
         age_band="45-59",
@@ -40,7 +41,7 @@ def create(**sensitive):  # type: ignore[no-untyped-def]
     return Patient.objects.get(pk=patient.pk)  # fresh: nothing cached
 
 
-SECRET = {
+SECRET: dict[str, Any] = {
     "date_of_birth": dt.date(1968, 7, 2),
     "email": "grace.hopper@example.org",
     "phone": "+15550100",

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import re
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -23,7 +24,7 @@ from demo.seeding import synthetic_identifiers
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SEED, PATIENTS = 5, 12
-API_PEOPLE = [
+API_PEOPLE: list[dict[str, Any]] = [
     {
         "identifiers": {
             "record_number": "ZX-RECORD-7781",
@@ -76,7 +77,7 @@ def full_dump() -> str:
             for row in cursor.fetchall():
                 parts.append(
                     " ".join(
-                        v.decode("latin-1") if isinstance(v, bytes | memoryview) else str(v)
+                        v.decode("latin-1") if isinstance(v, bytes) else str(v)
                         for v in (bytes(x) if isinstance(x, memoryview) else x for x in row)
                     )
                 )
@@ -103,7 +104,7 @@ def log_text(records: list[logging.LogRecord]) -> str:
     return "\n".join(handler.format(record) for record in records)
 
 
-def exercise(tmp_path) -> tuple[list[str], dict]:  # type: ignore[no-untyped-def]
+def exercise(tmp_path) -> tuple[list[str], dict]:
     """Seed, enrol through the API, use the patient API; returns every identifier used."""
     credentials_path = tmp_path / "c.json"
     call_command("seed_demo", patients=PATIENTS, days=3, seed=SEED, credentials=credentials_path)
@@ -173,7 +174,9 @@ def test_the_search_would_find_an_identifier_stored_in_clear(tmp_path):
     from patients.models import Patient
 
     exercise(tmp_path)
-    Patient.objects.filter(pk=Patient.objects.first().pk).update(notes_sealed="ZX-RECORD-7781")
+    patient = Patient.objects.first()
+    assert patient is not None
+    Patient.objects.filter(pk=patient.pk).update(notes_sealed="ZX-RECORD-7781")
 
     with pytest.raises(AssertionError, match="the database"):
         assert_absent(["ZX-RECORD-7781"], full_dump(), "the database")

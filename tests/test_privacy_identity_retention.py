@@ -12,7 +12,7 @@ from nudges.models import Event
 from privacy.tasks import events_purge_expired
 
 
-def events(patient, *ages_in_days):  # type: ignore[no-untyped-def]
+def events(patient, *ages_in_days):
     now = timezone.now()
     return Event.objects.bulk_create(
         Event(

@@ -31,12 +31,12 @@ IDENTIFIERS = {
 
 
 @pytest.fixture(autouse=True)
-def head_file(settings, tmp_path):  # type: ignore[no-untyped-def]
+def head_file(settings, tmp_path):
     settings.AUDIT_HEAD_FILE = tmp_path / "audit-head.json"
 
 
 @pytest.fixture
-def enrolled(db):  # type: ignore[no-untyped-def]
+def enrolled(db):
     [result] = enrolments_create(
         records=[
             Enrolment(
@@ -56,7 +56,7 @@ def enrolled(db):  # type: ignore[no-untyped-def]
     return patient, client
 
 
-def with_history(patient):  # type: ignore[no-untyped-def]
+def with_history(patient):
     delivery = make_nudge(patient)
     events_record(
         patient=patient,
@@ -178,8 +178,8 @@ def test_export_is_for_the_patient_only(outsider_api, anonymous):
 
 
 @pytest.fixture
-def privacy_officer(db):  # type: ignore[no-untyped-def]
-    user = UserFactory(username="privacy-officer")
+def privacy_officer(db):
+    user = UserFactory.create(username="privacy-officer")
     user.user_permissions.add(Permission.objects.get(codename="reidentify_patient"))
     return get_user_model().objects.get(pk=user.pk)  # fresh permission cache
 

@@ -29,8 +29,8 @@ T = dt.time
 NIGHT = (T(22, 0), T(7, 0))  # the default window, wrapping midnight
 
 
-def utc(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int, minute: int) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def local(when: dt.datetime, zone: str) -> dt.datetime:
@@ -260,7 +260,7 @@ KOLKATA_NIGHT = utc(2026, 1, 15, 17, 30)  # 23:00 IST
 KOLKATA_MORNING = utc(2026, 1, 16, 1, 30)  # 07:00 IST, the end of the quiet hours
 
 
-def _nudge(patient, now: dt.datetime) -> Delivery:  # type: ignore[no-untyped-def]
+def _nudge(patient, now: dt.datetime) -> Delivery:
     """Decide at `now` with successive seeds until the policy chooses a nudge (it may choose
     none); returns the delivery."""
     for seed in range(30):
@@ -273,13 +273,13 @@ def _nudge(patient, now: dt.datetime) -> Delivery:  # type: ignore[no-untyped-de
 
 
 @pytest.fixture
-def night_owl(db):  # type: ignore[no-untyped-def]
+def night_owl(db):
     patient, _ = make_patient(timezone="Asia/Kolkata", quiet=NIGHT)
     return patient
 
 
 @pytest.fixture
-def night_owl_without_push(db):  # type: ignore[no-untyped-def]
+def night_owl_without_push(db):
     patient, _ = make_patient(
         timezone="Asia/Kolkata", quiet=NIGHT, consents={"notifications": False}
     )
@@ -324,6 +324,7 @@ def test_after_the_end_beat_makes_it_ready_and_queues_a_push(night_owl):
     assert released == 1
     assert Delivery.objects.get(pk=delivery.pk).state == DeliveryState.READY
     last = DeliveryTransition.objects.filter(delivery=delivery).order_by("-created_at").first()
+    assert last is not None
     assert (last.from_state, last.to_state, last.actor) == ("held", "ready", "beat")
     push = PushMessage.objects.get(delivery=delivery)
     assert push.state == "pending"

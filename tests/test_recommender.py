@@ -42,11 +42,11 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def model(trained_bundle, settings, tmp_path):  # type: ignore[no-untyped-def]
+def model(trained_bundle, settings, tmp_path):
     return promote_bundle(trained_bundle, settings, tmp_path / "models")
 
 
-def _veteran(**kwargs):  # type: ignore[no-untyped-def]
+def _veteran(**kwargs):
     """A patient enrolled a month ago (past the cold start)."""
     patient, token = make_patient(**kwargs)
     patient.created_at = timezone.now() - dt.timedelta(days=30)
@@ -54,7 +54,7 @@ def _veteran(**kwargs):  # type: ignore[no-untyped-def]
     return patient
 
 
-def _decisions(patient, n: int = 12):  # type: ignore[no-untyped-def]
+def _decisions(patient, n: int = 12):
     start = timezone.now()
     return [
         decision_make(

@@ -18,7 +18,7 @@ from tests.factories import make_nudge, make_patient
 pytestmark = pytest.mark.django_db
 
 
-def _json(data):  # type: ignore[no-untyped-def]
+def _json(data):
     return json.loads(json.dumps(data))
 
 

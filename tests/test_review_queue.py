@@ -123,7 +123,7 @@ def assert_untouched(item: ReviewRequest) -> None:
     assert item.delivery.state == DeliveryState.AWAITING_REVIEW
 
 
-def decide_until_nudge(patient, at: dt.datetime):  # type: ignore[no-untyped-def]
+def decide_until_nudge(patient, at: dt.datetime):
     """The engine's next nudge for the patient from `at` on (the policy may choose no nudge,
     so each try takes the next minute and another seed)."""
     for attempt in range(120):
@@ -138,7 +138,7 @@ def decide_until_nudge(patient, at: dt.datetime):  # type: ignore[no-untyped-def
 
 
 @pytest.fixture
-def cardio_client(client, clinician_cardio):  # type: ignore[no-untyped-def]
+def cardio_client(client, clinician_cardio):
     client.force_login(clinician_cardio)
     return client
 
@@ -191,7 +191,7 @@ def test_the_queue_shows_pending_items_by_default_and_closed_ones_on_request(
 
 
 @pytest.fixture
-def foreign_item(db):  # type: ignore[no-untyped-def]
+def foreign_item(db):
     """An item for depression only: outside the cardio clinician's groups."""
     patient, _ = make_patient(groups=("depression",))
     return open_review(patient, groups=("depression",), rules=("DEP-SLEEPRESTRICT-01",))
@@ -387,7 +387,7 @@ class FormNesting(HTMLParser):
         self.open: list[str | None] = []
         self.nested: list[tuple[str | None, str | None]] = []
 
-    def handle_starttag(self, tag: str, attrs: list) -> None:  # type: ignore[type-arg]
+    def handle_starttag(self, tag: str, attrs: list) -> None:
         if tag == "form":
             form_id = dict(attrs).get("id")
             self.seen.append(form_id)
@@ -581,7 +581,7 @@ def test_bulk_approval_without_a_reason_approves_nothing(cardio_client):
 
 
 @pytest.fixture
-def vigorous_only(db):  # type: ignore[no-untyped-def]
+def vigorous_only(db):
     """A heart-failure patient whose only activity nudge left is interval training (they
     declined the others), which the heart-failure rules send to review."""
     patient, token = make_patient(goals={"activity": 1.0}, groups=("heart-failure",))
@@ -630,13 +630,13 @@ def test_a_standing_approval_lapses_when_the_patients_groups_change(cardio_clien
 
 
 @pytest.fixture
-def heart_item(db):  # type: ignore[no-untyped-def]
+def heart_item(db):
     patient, _ = make_patient(groups=("heart-failure",))
     return open_review(patient)
 
 
 def test_staff_without_the_clinician_role_get_no_queue(client, heart_item):
-    client.force_login(UserFactory(username="staff-no-role"))
+    client.force_login(UserFactory.create(username="staff-no-role"))
 
     listing = client.get(QUEUE)
     page = client.get(item_url(heart_item, "change"))
@@ -660,7 +660,7 @@ def test_a_user_who_is_not_staff_is_sent_to_the_login_page(client, outsider, hea
 
 
 def test_a_superuser_who_is_not_a_clinician_gets_no_queue(client, heart_item):
-    client.force_login(UserFactory(username="root", is_superuser=True))
+    client.force_login(UserFactory.create(username="root", is_superuser=True))
 
     listing = client.get(QUEUE)
     page = client.get(item_url(heart_item, "change"))

@@ -38,7 +38,7 @@ def open_heart_failure_review() -> ReviewRequest:
     )
 
 
-def decide_at_once(calls: list) -> list:  # type: ignore[type-arg]
+def decide_at_once(calls: list) -> list:
     """Run the calls in threads released together; each result is a DecisionResult or the
     ApplicationError it raised."""
     results: list = [None] * len(calls)
@@ -65,7 +65,7 @@ def decide_at_once(calls: list) -> list:  # type: ignore[type-arg]
 
 
 @pytest.fixture
-def two_cardiologists(db):  # type: ignore[no-untyped-def]
+def two_cardiologists(db):
     return (
         make_clinician("cardio-one", ("heart-failure",)),
         make_clinician("cardio-two", ("heart-failure",)),

@@ -6,6 +6,8 @@ the domain's known contraindications hold for the active rules."""
 import copy
 import hashlib
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -61,6 +63,7 @@ def test_the_first_load_of_the_shipped_file_becomes_the_active_rule_set():
 
 def test_every_rule_of_the_file_is_loaded_with_its_groups_action_and_severity():
     active = active_rule_set()
+    assert active is not None
 
     stored = {
         rule.code: (sorted(g.slug for g in rule.groups.all()), rule.action, rule.severity)
@@ -83,7 +86,7 @@ def test_loading_the_same_file_again_does_nothing():
     assert rules_stamp() == stamp_before
 
 
-def write_catalogue(tmp_path, catalogue) -> object:
+def write_catalogue(tmp_path: Path, catalogue: dict[str, Any]) -> Path:
     path = tmp_path / "rules.json"
     path.write_text(json.dumps(catalogue, indent=2))
     return path
@@ -94,6 +97,7 @@ def test_a_changed_file_becomes_a_new_draft_and_the_active_set_stays_in_force(tm
     [cold] = [r for r in changed["rules"] if r["id"] == "HF-COLD-01"]
     cold["severity"] = "high"
     active_before = active_rule_set()
+    assert active_before is not None
     stamp_before = rules_stamp()
 
     draft = ruleset_load_file(path=write_catalogue(tmp_path, changed))
@@ -168,6 +172,7 @@ def test_a_file_with_a_duplicate_rule_id_is_refused_naming_the_rule_and_nothing_
 def test_every_demo_medical_group_has_at_least_two_rules():
     groups = [g["slug"] for g in json.loads(GROUPS_FILE.read_text())]
     active = active_rule_set()
+    assert active is not None
 
     counts = {slug: active.rules.filter(groups__slug=slug).count() for slug in groups}
 
@@ -188,11 +193,11 @@ def test_every_rule_matches_at_least_one_shipped_template():
         for r in TEMPLATES_FILE_RECORDS
     ]
     facts = [template_facts(t) for t in templates]
+    active = active_rule_set()
+    assert active is not None
 
     unmatched = [
-        spec.code
-        for spec in rule_specs(active_rule_set())
-        if not any(spec.matches(f) for f in facts)
+        spec.code for spec in rule_specs(active) if not any(spec.matches(f) for f in facts)
     ]
 
     assert unmatched == []
@@ -218,6 +223,7 @@ def test_a_rule_without_a_source_url_is_stored_unverified_even_if_the_file_says_
 
     draft = ruleset_load_file(path=write_catalogue(tmp_path, changed))
 
+    assert draft is not None
     assert draft.rules.get(code="HF-COLD-01").verified is False
 
 

@@ -5,6 +5,7 @@ tests do not depend on the shipped catalogue."""
 
 import datetime as dt
 import logging
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -319,7 +320,7 @@ def test_an_error_during_evaluation_blocks_and_logs_only_the_exception_type(capl
 
 # validate_rule -----------------------------------------------------------------------------
 
-VALID_RULE = {
+VALID_RULE: dict[str, Any] = {
     "groups": ["heart-failure"],
     "known_groups": ["heart-failure", "hypertension"],
     "tags": ["increase-fluids"],

@@ -84,7 +84,7 @@ PATIENT_STATES = {
 
 
 @pytest.fixture(autouse=True)
-def room_for_many_nudges(settings):  # type: ignore[no-untyped-def]
+def room_for_many_nudges(settings):
     """Many decisions for one patient in a row: the daily cap, the minimum gap and the repeat
     window would otherwise leave most of them without candidates, which is the delivery
     policy's business, not safety's."""
@@ -161,7 +161,7 @@ def decisions_over_time(patient: Patient, count: int) -> list[Decision]:
     return made
 
 
-def first_nudge_where(patient: Patient, wanted, tries: int = 100) -> Delivery:  # type: ignore[no-untyped-def]
+def first_nudge_where(patient: Patient, wanted, tries: int = 100) -> Delivery:
     """Decide one minute after another until the service makes a delivery that is `wanted`."""
     for _ in range(tries):
         [decision] = decisions_over_time(patient, 1)
@@ -234,7 +234,7 @@ def ready_nudge(patient: Patient) -> Delivery:
     return delivery
 
 
-def approve(clinician, request: ReviewRequest, **kwargs):  # type: ignore[no-untyped-def]
+def approve(clinician, request: ReviewRequest, **kwargs):
     return review_decide(
         clinician=clinician,
         request_id=request.pk,
@@ -300,24 +300,24 @@ def test_the_probabilities_of_the_remaining_candidates_and_no_nudge_sum_to_one()
 
 
 @pytest.fixture
-def cardiac_patient(db):  # type: ignore[no-untyped-def]
+def cardiac_patient(db):
     """Heart failure and hypertension, an activity goal: vigorous challenges need review by
     both groups' clinicians (HF-VIGOROUS-01, HTN-VIGOROUS-01)."""
     return make_patient(goals={"activity": 1.0}, groups=("heart-failure", "hypertension"))
 
 
 @pytest.fixture
-def awaiting(cardiac_patient) -> Delivery:  # type: ignore[no-untyped-def]
+def awaiting(cardiac_patient) -> Delivery:
     return make_nudge(cardiac_patient[0], review=True)
 
 
 @pytest.fixture
-def clinician_hf(db):  # type: ignore[no-untyped-def]
+def clinician_hf(db):
     return make_clinician("clin-hf", ("heart-failure",))
 
 
 @pytest.fixture
-def clinician_htn(db):  # type: ignore[no-untyped-def]
+def clinician_htn(db):
     return make_clinician("clin-htn", ("hypertension",))
 
 
@@ -570,7 +570,7 @@ def test_with_no_active_rule_set_every_candidate_is_blocked_and_nothing_is_suita
 
 
 @pytest.fixture
-def stopper(db):  # type: ignore[no-untyped-def]
+def stopper(db):
     return make_clinician("clin-stopper", ("hypertension",))
 
 
@@ -631,7 +631,7 @@ def test_after_an_emergency_stop_decisions_never_choose_the_template(stopper):
 # Template versions ------------------------------------------------------------------------
 
 
-def catalogue_file(tmp_path, **record: Any):  # type: ignore[no-untyped-def]
+def catalogue_file(tmp_path, **record: Any):
     base = {
         "title": "A new walk",
         "body": "Take a short walk today.",

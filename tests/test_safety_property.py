@@ -533,7 +533,7 @@ operation_st = st.one_of(
 
 
 @pytest.fixture
-def staff(db) -> Staff:  # type: ignore[no-untyped-def]
+def staff(db) -> Staff:
     """Made once for all examples (each example's own rows roll back)."""
     return Staff(
         clinicians={g: make_clinician(f"prop-clin-{g}", (g,)) for g in GROUPS},
@@ -544,7 +544,7 @@ def staff(db) -> Staff:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def room_for_many_nudges(settings):  # type: ignore[no-untyped-def]
+def room_for_many_nudges(settings):
     settings.NUDGE_DAILY_CAP = 20
     settings.NUDGE_MIN_GAP_MINUTES = 0
     settings.NUDGE_REPEAT_WINDOW_DAYS = 0

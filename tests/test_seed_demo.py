@@ -21,7 +21,7 @@ from patients.models import Patient
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def seed(tmp_path, **options):  # type: ignore[no-untyped-def]
+def seed(tmp_path, **options):
     path = tmp_path / "c.json"
     arguments = {"patients": 30, "days": 6, "seed": 1, "credentials": path, **options}
     call_command("seed_demo", **arguments)
@@ -29,7 +29,7 @@ def seed(tmp_path, **options):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def seeded(tmp_path):  # type: ignore[no-untyped-def]
+def seeded(tmp_path):
     path = seed(tmp_path)
     return json.loads(path.read_text()), path
 
@@ -88,6 +88,7 @@ def test_the_staff_passwords_work(seeded):
         assert user is not None, login["username"]
         assert user.is_staff
     admin = authenticate(**credentials["admin"])
+    assert admin is not None
     assert admin.is_superuser
 
 
@@ -125,6 +126,7 @@ def test_every_receipt_is_a_probability_distribution(seeded):
 def test_every_nudge_in_the_history_was_a_candidate_with_a_positive_probability(seeded):
     for decision in Decision.objects.filter(outcome="nudge").select_related("template"):
         receipt = decision.receipt
+        assert decision.template is not None
         key = f"{decision.template.slug}@{decision.template_version}"
         assert receipt["chosen"] == key
         index = receipt["candidates"]["template"].index(key)

@@ -56,7 +56,7 @@ def test_history_features_match_their_definitions():
     ]
     first, second = patients[0].pk, patients[1].pk
 
-    def delivery(patient, slug, goal, category, days_ago, state):  # type: ignore[no-untyped-def]
+    def delivery(patient, slug, goal, category, days_ago, state):
         return (patient, slug, 1, goal, category, NOW - dt.timedelta(days=days_ago), state)
 
     done, sent = DeliveryState.DONE, DeliveryState.DELIVERED
@@ -86,7 +86,7 @@ def test_history_features_match_their_definitions():
         triggers=["app_open"] * 3,
     )
 
-    def decayed(match, tau, acted_only=False):  # type: ignore[no-untyped-def]
+    def decayed(match, tau, acted_only=False):
         total = 0.0
         for d in deliveries:
             age = (NOW - d[5]).total_seconds() / 86400.0
@@ -94,7 +94,7 @@ def test_history_features_match_their_definitions():
                 total += math.exp(-age / tau)
         return total
 
-    def days_since(match):  # type: ignore[no-untyped-def]
+    def days_since(match):
         ages = [(NOW - d[5]).total_seconds() / 86400.0 for d in deliveries if match(d)]
         ages = [age for age in ages if age > 0]
         return min(ages) if ages else math.nan

@@ -27,7 +27,7 @@ def make_cohort(n: int, *, seed: int = 1) -> sim.Cohort:
     )
 
 
-def make_world(n: int = 50, *, seed: int = 1, **params) -> sim.World:  # type: ignore[no-untyped-def]
+def make_world(n: int = 50, *, seed: int = 1, **params) -> sim.World:
     return sim.World.build(
         make_cohort(n, seed=seed), CATALOGUE, seed=seed, params=sim.SimParams(**params)
     )
@@ -45,7 +45,7 @@ def first_candidate(obs: sim.Observation) -> np.ndarray:
     return np.where(obs.mask.any(axis=1), np.argmax(obs.mask, axis=1), -1)
 
 
-def nudge_once(pick):  # type: ignore[no-untyped-def]
+def nudge_once(pick):
     """A policy that nudges every patient once, at the first slot of day 0 (choosing with
     `pick`), and never again."""
 
@@ -57,7 +57,7 @@ def nudge_once(pick):  # type: ignore[no-untyped-def]
     return policy
 
 
-def always_heaviest(world: sim.World):  # type: ignore[no-untyped-def]
+def always_heaviest(world: sim.World):
     """Nudges at every decision point with the most burdensome candidate."""
 
     def policy(obs: sim.Observation) -> np.ndarray:
@@ -78,7 +78,7 @@ def test_act_probability_falls_with_habituation_to_that_template_only():
     once, twice = fresh.copy(), fresh.copy()
     once[:, 5], twice[:, 5] = 1.0, 2.0
 
-    def p(habituation):  # type: ignore[no-untyped-def]
+    def p(habituation):
         return sim.act_probability(
             world, rows, slot=0, weekday=2, habituation=habituation, burden=np.zeros(n)
         )
@@ -113,14 +113,14 @@ def test_the_habituation_effect_fades_over_the_following_days():
     penalty: dict[int, list[float]] = {}  # day -> habituation penalty in log-odds, per patient
     baseline_gap: dict[int, float] = {}
 
-    def pick(obs):  # type: ignore[no-untyped-def]
+    def pick(obs):
         columns = first_candidate(obs)
         chosen.update({int(i): int(c) for i, c in zip(obs.rows, columns, strict=True) if c >= 0})
         return columns
 
     inner = nudge_once(pick)
 
-    def policy(obs):  # type: ignore[no-untyped-def]
+    def policy(obs):
         if obs.slot == 0:
             logit = np.log(obs.truth.p_act / (1 - obs.truth.p_act))
             for k, i in enumerate(obs.rows.tolist()):
@@ -155,6 +155,7 @@ def test_a_never_nudge_policy_retains_more_patients_than_an_always_nudge_policy(
     retained_never = int(np.isfinite(never.measures[-1][:, 0]).sum())
     retained_always = int(np.isfinite(always.measures[-1][:, 0]).sum())
     assert retained_never > retained_always + 40
+    assert never.engaged_days is not None and always.engaged_days is not None
     assert never.engaged_days.sum() > always.engaged_days.sum()
 
 
@@ -166,6 +167,7 @@ def test_a_patient_who_disengaged_has_no_further_decision_points():
     gone = ~np.isfinite(log.measures[-1][:, 0])
     assert gone.any()
     patients, days = log.concat("patient"), log.concat("day")
+    assert log.engaged_days is not None
     for i in np.flatnonzero(gone)[:20]:
         last_day = int(log.engaged_days[i]) - 1
         assert days[patients == i].max() == last_day
@@ -179,7 +181,7 @@ def test_health_effects_land_with_a_lag_not_on_the_day_of_acting():
     world = make_world(n=80, measure_noise=0.0)
     steps: list[sim.Step] = []
 
-    def likeliest(obs):  # type: ignore[no-untyped-def]
+    def likeliest(obs):
         p = np.where(obs.mask, obs.truth.p_act, -1.0)
         return np.where(obs.mask.any(axis=1), np.argmax(p, axis=1), -1)
 
@@ -224,10 +226,10 @@ def test_the_oracle_beats_the_baseline_on_one_step_value():
     # given the same decision points, shown to both policies
     world = make_world(n=200, seed=4)
     oracle, baseline = sim.oracle_policy(world), sim.BaselinePolicy()
-    value = {"oracle": [], "baseline": []}
-    net = {"oracle": [], "baseline": []}
+    value: dict[str, list[np.ndarray]] = {"oracle": [], "baseline": []}
+    net: dict[str, list[np.ndarray]] = {"oracle": [], "baseline": []}
 
-    def both(obs):  # type: ignore[no-untyped-def]
+    def both(obs):
         gains = obs.truth.p_act * sim.health_value(world, obs.rows)
         values = np.concatenate([gains, np.zeros((len(obs.rows), 1))], axis=1)
         costs = np.append(world.params.oracle_burden_cost * world.burden, 0.0)
@@ -248,7 +250,7 @@ def test_the_oracle_beats_the_baseline_on_one_step_value():
 def test_a_policy_that_gives_probability_to_a_non_candidate_is_rejected():
     world = make_world()
 
-    def reckless(obs):  # type: ignore[no-untyped-def]
+    def reckless(obs):
         outside = ~obs.mask
         return one_hot(obs, np.where(outside.any(axis=1), np.argmax(outside, axis=1), -1))
 
@@ -262,7 +264,7 @@ def test_a_template_safety_forbids_is_never_a_candidate():
     allowed[:, :10] = False
     seen = []
 
-    def record(obs):  # type: ignore[no-untyped-def]
+    def record(obs):
         seen.append(obs.mask[:, :10].any())
         return one_hot(obs, np.zeros(len(obs.rows), dtype=int))
 
@@ -289,14 +291,14 @@ def test_a_template_sent_is_not_a_candidate_again_within_the_repeat_window():
     masks: dict[tuple[int, int], np.ndarray] = {}
     chosen: dict[int, int] = {}
 
-    def pick(obs):  # type: ignore[no-untyped-def]
+    def pick(obs):
         columns = first_candidate(obs)
         chosen.update({int(i): int(c) for i, c in zip(obs.rows, columns, strict=True) if c >= 0})
         return columns
 
     inner = nudge_once(pick)
 
-    def policy(obs):  # type: ignore[no-untyped-def]
+    def policy(obs):
         for k, i in enumerate(obs.rows.tolist()):
             masks[(obs.day, i)] = obs.mask[k].copy()
         return inner(obs)

@@ -16,18 +16,18 @@ pytestmark = pytest.mark.django_db
 UTC = dt.UTC
 
 
-def utc(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int, minute: int) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
-def slot_settings(settings):  # type: ignore[no-untyped-def]
+def slot_settings(settings):
     settings.NUDGE_SLOTS = "09:00,18:30"
     settings.NUDGE_SLOT_WINDOW_MINUTES = 10
 
 
 @pytest.fixture
-def world_patients(db):  # type: ignore[no-untyped-def]
+def world_patients(db):
     """One patient in each of four zones, and a second one in Kolkata."""
     return {
         "kolkata": make_patient(timezone="Asia/Kolkata")[0],
@@ -38,7 +38,7 @@ def world_patients(db):  # type: ignore[no-untyped-def]
     }
 
 
-def decided(patient) -> list[DecisionPoint]:  # type: ignore[no-untyped-def]
+def decided(patient) -> list[DecisionPoint]:
     return list(DecisionPoint.objects.filter(patient=patient).order_by("moment"))
 
 

@@ -46,6 +46,7 @@ def _same_as_lightgbm(booster: lgb.Booster, rows: np.ndarray) -> None:
     tables = PathTables.build(booster)
     assert tables is not None
     expected = booster.predict(rows, pred_contrib=True)
+    assert isinstance(expected, np.ndarray)
     got = tables.contributions(rows)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)

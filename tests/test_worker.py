@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def worker(django_db_setup, django_db_blocker):  # type: ignore[no-untyped-def]
+def worker(django_db_setup, django_db_blocker):
     """`celery worker` in a subprocess, on the test database and the configured Redis."""
     url = urlsplit(os.environ["DATABASE_URL"])
     database_url = urlunsplit(url._replace(path="/" + connection.settings_dict["NAME"]))
@@ -65,7 +65,7 @@ def worker(django_db_setup, django_db_blocker):  # type: ignore[no-untyped-def]
             process.kill()
 
 
-def _wait_for(predicate, timeout: float = 45.0) -> bool:  # type: ignore[no-untyped-def]
+def _wait_for(predicate, timeout: float = 45.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

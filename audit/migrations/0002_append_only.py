@@ -20,8 +20,8 @@ DROP FUNCTION IF EXISTS audit_entry_append_only();
 """
 
 
-def _run(sql):  # type: ignore[no-untyped-def]
-    def run(apps, schema_editor):  # type: ignore[no-untyped-def]
+def _run(sql):
+    def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
             schema_editor.execute(sql)
 

@@ -60,9 +60,10 @@ class ServerBindingCursor(base.ServerBindingCursor):
     failing."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        # django-stubs declare Django's cursors without their psycopg base (Cursor).
         if params is not None and len(params) > MAX_BOUND_PARAMETERS:
-            query, params = ClientCursor(self.connection).mogrify(query, params), None
-        return super().execute(query, params, **kwargs)
+            query, params = ClientCursor(self.connection).mogrify(query, params), None  # type: ignore[attr-defined]
+        return super().execute(query, params, **kwargs)  # type: ignore[misc]
 
 
 TIMESTAMPTZ = psycopg.adapters.types["timestamptz"].oid
@@ -73,6 +74,7 @@ COMPILED_TZ_LOADER = psycopg.adapters.get_loader(TIMESTAMPTZ, Format.TEXT)
 @functools.lru_cache
 def _adapters(template: adapt.AdaptersMap) -> adapt.AdaptersMap:
     """Django's adapters for a connection in UTC, with psycopg's own timestamptz loader."""
+    assert COMPILED_TZ_LOADER is not None  # psycopg always registers a timestamptz loader
     adapters = adapt.AdaptersMap(template)
     adapters.register_loader(TIMESTAMPTZ, COMPILED_TZ_LOADER)
     return adapters
@@ -81,6 +83,9 @@ def _adapters(template: adapt.AdaptersMap) -> adapt.AdaptersMap:
 class DatabaseWrapper(base.DatabaseWrapper):
     ops_class = DatabaseOperations
     proven_at = float("-inf")
+    # Set by Django's BaseDatabaseWrapper; not in django-stubs.
+    health_check_enabled: bool
+    health_check_done: bool
 
     def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
@@ -103,7 +108,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return self.connection.cursor()
         autocommit = self.connection.autocommit
         if self.settings_dict["OPTIONS"].get("server_side_binding") is not True:
-            return base.ServerSideCursor(
+            # django-stubs declare Django's cursors without their psycopg base (Cursor).
+            return base.ServerSideCursor(  # type: ignore[call-arg]
                 self.connection, name=name, scrollable=False, withhold=autocommit
             )
         return self.connection.cursor(name, scrollable=False, withhold=autocommit)
@@ -111,7 +117,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def close_if_health_check_failed(self) -> None:
         if (
             self.connection is not None
-            and self.health_check_enabled  # type: ignore[attr-defined]  # not in django-stubs
+            and self.health_check_enabled
             and not self.health_check_done
             and time.monotonic() - self.proven_at < PROVEN_SECONDS
         ):

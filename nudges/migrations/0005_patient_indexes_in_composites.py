@@ -16,20 +16,20 @@ TABLES = {
 }
 
 
-def _names(apps, schema_editor):  # type: ignore[no-untyped-def]
+def _names(apps, schema_editor):
     for model_name in TABLES:
         model = apps.get_model("nudges", model_name)
         table = model._meta.db_table
         yield table, schema_editor._create_index_name(table, ["patient_id"], suffix="")
 
 
-def drop(apps, schema_editor):  # type: ignore[no-untyped-def]
+def drop(apps, schema_editor):
     q = schema_editor.quote_name
     for _, name in _names(apps, schema_editor):
         schema_editor.execute(f"DROP INDEX IF EXISTS {q(name)}")
 
 
-def create(apps, schema_editor):  # type: ignore[no-untyped-def]
+def create(apps, schema_editor):
     q = schema_editor.quote_name
     for table, name in _names(apps, schema_editor):
         schema_editor.execute(f"CREATE INDEX {q(name)} ON {q(table)} ({q('patient_id')})")

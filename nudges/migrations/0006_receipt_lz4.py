@@ -6,7 +6,7 @@ server built without lz4 keeps pglz. Nothing changes on SQLite."""
 from django.db import migrations
 
 
-def _lz4_available(schema_editor) -> bool:  # type: ignore[no-untyped-def]
+def _lz4_available(schema_editor) -> bool:
     with schema_editor.connection.cursor() as cursor:
         cursor.execute(
             "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
@@ -15,8 +15,8 @@ def _lz4_available(schema_editor) -> bool:  # type: ignore[no-untyped-def]
     return bool(row and row[0])
 
 
-def _compress(method: str):  # type: ignore[no-untyped-def]
-    def run(apps, schema_editor):  # type: ignore[no-untyped-def]
+def _compress(method: str):
+    def run(apps, schema_editor):
         if schema_editor.connection.vendor != "postgresql" or not _lz4_available(schema_editor):
             return
         table = schema_editor.quote_name(apps.get_model("nudges", "Decision")._meta.db_table)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -71,7 +71,7 @@ def templates_load(*, path: Path = TEMPLATES_FILE) -> int:
 
 
 @transaction.atomic
-def template_signoff(*, template: Template, by: AbstractBaseUser) -> Template:
+def template_signoff(*, template: Template, by: User) -> Template:
     """A clinician signs a pending version off: it comes into use, and the version of the
     same template in use until now is retired."""
     [signed] = templates_signoff(templates=[template], by=by)
@@ -79,7 +79,7 @@ def template_signoff(*, template: Template, by: AbstractBaseUser) -> Template:
 
 
 @transaction.atomic
-def templates_signoff(*, templates: list[Template], by: AbstractBaseUser) -> list[Template]:
+def templates_signoff(*, templates: list[Template], by: User) -> list[Template]:
     """Sign off several pending versions at once (e.g. a reviewed catalogue file): all or
     none. At most one version per template."""
     if not by.groups.filter(name="clinician").exists():
@@ -116,7 +116,7 @@ def templates_signoff(*, templates: list[Template], by: AbstractBaseUser) -> lis
 
 
 @transaction.atomic
-def template_stop(*, template: Template, by: AbstractBaseUser, reason: str) -> int:
+def template_stop(*, template: Template, by: User, reason: str) -> int:
     """Emergency stop: the template is out of use at once. Every delivery of it not yet in
     the patient's app is blocked, and those in the app but not acted on are recalled
     (blocked too, so the app stops showing them); their pending reviews are withdrawn. The

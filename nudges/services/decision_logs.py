@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -40,7 +40,7 @@ from privacy.pseudonyms import pseudonym
 from safety.models import MedicalGroup
 
 CHUNK_LINES = 50_000  # lines validated and inserted at a time: memory stays flat
-ACTION_MAX = ImportedDecision._meta.get_field("action").max_length
+ACTION_MAX = cast(int, ImportedDecision._meta.get_field("action").max_length)  # a CharField's
 FIELDS = (
     "id",
     "created_at",
@@ -361,18 +361,18 @@ class _JsonParts(Func):
         super().__init__(F(column))
         self.keys = keys
 
-    def as_sqlite(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+    def as_sqlite(self, compiler, connection, **extra):
         column, params = compiler.compile(self.source_expressions[0])
         paths = ", ".join(["%s"] * len(self.keys))
         return f"JSON_EXTRACT({column}, {paths})", [*params, *(f'$."{k}"' for k in self.keys)]
 
-    def as_postgresql(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+    def as_postgresql(self, compiler, connection, **extra):
         column, params = compiler.compile(self.source_expressions[0])
         parts = ", ".join([f"{column} -> %s"] * len(self.keys))
         values = [v for k in self.keys for v in (*params, k)]
         return f"jsonb_build_array({parts})::text", values
 
-    def as_sql(self, compiler, connection, **extra):  # type: ignore[no-untyped-def]
+    def as_sql(self, *args: Any, **extra: Any) -> Any:
         raise NotSupportedError("decision logs need SQLite or PostgreSQL")
 
 

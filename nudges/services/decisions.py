@@ -138,10 +138,10 @@ def decisions_make(
         if old:
             existing = _existing([(asks[i].patient.pk, moments[i]) for i in old])
             for i in old:
-                decision = existing.get((asks[i].patient.pk, moments[i]))
-                if decision is None:
+                found = existing.get((asks[i].patient.pk, moments[i]))
+                if found is None:
                     raise LookupError("a decision point without its decision")
-                made[i] = (decision, False)
+                made[i] = (found, False)
     return cast(list[tuple[Decision, bool]], made)
 
 

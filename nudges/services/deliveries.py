@@ -173,7 +173,7 @@ def _deliver_ready_at_once(ids: list[Any], now: dt.datetime, *, actor: str) -> s
     the push and the transition follow the update's RETURNING). The transitions' keys are
     made here, as for any row (core.ids), one per delivery asked for."""
     sql = _deliver_ready_statement()
-    params = {
+    params: dict[str, Any] = {
         "delivered": DeliveryState.DELIVERED.value,
         "ready": DeliveryState.READY.value,
         "now": now,
@@ -195,7 +195,9 @@ def _deliver_ready_statement() -> str:
     that the text (and the prepared statement) is the same however many there are."""
     q = connection.ops.quote_name
     delivery, push, log = raw.table(Delivery), raw.table(PushMessage), raw.table(DeliveryTransition)
-    column = {f.name: q(f.column) for f in DeliveryTransition._meta.concrete_fields}
+    fields = DeliveryTransition._meta.concrete_fields
+    # A concrete field always has a column; the stubs type Field.column as optional.
+    column = {f.name: q(f.column) for f in fields}  # type: ignore[arg-type]
     return f"""
         WITH moved AS (
             UPDATE {delivery} SET state = %(delivered)s, delivered_at = %(now)s,

@@ -65,7 +65,9 @@ class DecisionRounds:
         """Decide one round (the leader's own request is the oldest waiting, so it is in it),
         answer its requests, then hand the lead on or stop."""
         with self._mutex:
-            round_, rest, patients = [], [], set()
+            round_: list[_Waiting] = []
+            rest: list[_Waiting] = []
+            patients = set()
             for waiting in self._queue:
                 pk = waiting.ask.patient.pk
                 if len(round_) < self.limit and pk not in patients:

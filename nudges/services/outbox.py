@@ -4,6 +4,7 @@ exponential backoff on provider errors."""
 
 import datetime as dt
 import logging
+import uuid
 
 from django.conf import settings
 from django.db import transaction
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 STALE_CLAIM = dt.timedelta(minutes=5)
 
 
-def _claim(message_id: object, now: dt.datetime) -> bool:
+def _claim(message_id: uuid.UUID, now: dt.datetime) -> bool:
     due = Q(state=PushState.PENDING, next_attempt_at__lte=now) | Q(
         state=PushState.SENDING, updated_at__lt=now - STALE_CLAIM
     )
@@ -52,7 +53,7 @@ def outbox_dispatch(*, limit: int = 200, now: dt.datetime | None = None) -> dict
     return counts
 
 
-def _send_one(message_id: object, provider, now: dt.datetime) -> str:  # type: ignore[no-untyped-def]
+def _send_one(message_id: uuid.UUID, provider, now: dt.datetime) -> str:
     message = PushMessage.objects.select_related("delivery").get(pk=message_id)
     if (
         message.delivery.state != DeliveryState.READY

@@ -200,12 +200,10 @@ def model_rollback() -> ModelVersion:
     """One command back: the champion before the current one serves again (the current one
     is retired)."""
     current = ModelVersion.objects.select_for_update().filter(status=ModelStatus.CHAMPION).first()
-    previous = (
-        ModelVersion.objects.filter(status=ModelStatus.RETIRED, promoted_at__isnull=False)
-        .exclude(pk=current.pk if current else None)
-        .order_by("-promoted_at")
-        .first()
-    )
+    earlier = ModelVersion.objects.filter(status=ModelStatus.RETIRED, promoted_at__isnull=False)
+    if current is not None:
+        earlier = earlier.exclude(pk=current.pk)
+    previous = earlier.order_by("-promoted_at").first()
     if previous is None:
         raise ApplicationError(
             "There is no earlier champion to roll back to.", code="no_previous", status=409

@@ -18,6 +18,8 @@ from safety.rules import Verdict
 
 def rules_detail(codes: list[str], ruleset_version: int | None) -> list[dict[str, Any]]:
     """What a clinician needs to know of each matched rule, copied from the rule set."""
+    if ruleset_version is None:  # no rule set: no rule matches (the query would find none)
+        return []
     rules = Rule.objects.filter(rule_set__version=ruleset_version, code__in=codes).prefetch_related(
         "groups"
     )

@@ -62,7 +62,7 @@ class Migration(migrations.Migration):
     ]
 
 
-def _keys_for_existing_patients(apps, schema_editor):  # type: ignore[no-untyped-def]
+def _keys_for_existing_patients(apps, schema_editor):
     """Patients enrolled before keys existed get a data key (wrapped under the master key in
     use), so every patient can be audited, exported and crypto-shredded the same way."""
     from privacy import crypto

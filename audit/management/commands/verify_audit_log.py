@@ -18,7 +18,7 @@ class Command(BaseCommand):
             help="the head kept outside the database (default: settings.AUDIT_HEAD_FILE)",
         )
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options) -> None:
         result = chain_verify(head_file=options["head_file"])
         if not result.ok:
             raise CommandError(

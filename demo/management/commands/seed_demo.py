@@ -23,7 +23,7 @@ class Command(BaseCommand):
             help="do nothing when the database already has patients",
         )
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options) -> None:
         if options["patients"] < 1 or options["patients"] > 1_000_000:
             raise CommandError("--patients must be between 1 and 1,000,000.")
         if options["days"] < 0 or options["days"] > 365:

@@ -23,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--out", type=Path, required=True)
         parser.add_argument("--days", type=int, default=90)
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options) -> None:
         if options["days"] < 1:
             raise CommandError("--days must be at least 1.")
         now = timezone.now()

@@ -22,7 +22,7 @@ class Command(BaseCommand):
             "--replace", action="store_true", help="replace a data set imported before"
         )
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options) -> None:
         path: Path = options["path"]
         if not path.is_file():
             raise CommandError(f"No such file: {path}")

@@ -74,12 +74,12 @@ class Command(BaseCommand):
     @staticmethod
     def _arguments(config: offline.StudyConfig) -> str:
         default = offline.StudyConfig()
-        changed = [
+        changed: list[str] = []
+        if config.seeds != default.seeds:
+            changed.append("--seeds " + " ".join(map(str, config.seeds)))
+        changed += [
             f"--{name.replace('folds', 'cross-fit')} {value}"
-            if name != "seeds"
-            else "--seeds " + " ".join(map(str, value))
             for name, value in (
-                ("seeds", config.seeds),
                 ("patients", config.patients),
                 ("days", config.days),
                 ("explore", config.explore),

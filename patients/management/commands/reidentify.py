@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--user", required=True, help="who asks (their username)")
         parser.add_argument("--reason", required=True, choices=REIDENTIFICATION_REASONS)
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options) -> None:
         user = get_user_model().objects.filter(username=options["user"]).first()
         if user is None:
             raise CommandError("No such user.")

@@ -14,7 +14,7 @@ class Command(BaseCommand):
             "--status", action="store_true", help="only count data keys per master key version"
         )
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options) -> None:
         if not options["status"]:
             summary = data_keys_rewrap()
             self.stdout.write(
