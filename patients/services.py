@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
-from django.db import transaction
+from django.db import models, transaction
 from rest_framework.authtoken.models import Token
 
 from core.errors import ApplicationError
@@ -99,13 +99,17 @@ def patients_create(*, records: Sequence[NewPatient]) -> list[tuple[Patient, str
                 ConsentEvent(patient=patient, purpose=purpose, granted=granted, source="enrolment")
             )
         tokens.append(Token(user=patient.user, key=Token.generate_key()))
-    PatientKey.objects.bulk_create(keys, batch_size=2000)
-    CarePlanGoal.objects.bulk_create(goals, batch_size=2000)
-    Condition.objects.bulk_create(conditions, batch_size=2000)
-    Medication.objects.bulk_create(medications, batch_size=2000)
-    Consent.objects.bulk_create(consents, batch_size=2000)
-    ConsentEvent.objects.bulk_create(events, batch_size=2000)
-    Token.objects.bulk_create(tokens, batch_size=2000)
+    parts: list[tuple[type[models.Model], Sequence[models.Model]]] = [
+        (PatientKey, keys),
+        (CarePlanGoal, goals),
+        (Condition, conditions),
+        (Medication, medications),
+        (Consent, consents),
+        (ConsentEvent, events),
+        (Token, tokens),
+    ]
+    for model, rows in parts:
+        model._default_manager.bulk_create(rows, batch_size=2000)
     return [(p, t.key) for p, t in zip(patients, tokens, strict=True)]
 
 
